@@ -1,0 +1,55 @@
+# Every target runs on the Node pinned in package.json (node_modules/.bin/node), never the system Node.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+
+# Debian packages: the gateway's own (nftables, iproute2, ulogd2) and the test peers (mbpoll, iperf3).
+OS_PACKAGES := nftables iproute2 ulogd2 ulogd2-json mbpoll iperf3 procps
+
+.PHONY: all deps os-deps node-deps build lint typecheck test test-unit test-integration demo demo-down bench clean
+
+all: build
+
+os-deps:
+	@bash systemd/install-deps.sh $(OS_PACKAGES)
+
+# npm itself may run on the system Node; it only unpacks the lockfile, including the pinned `node` package.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+node-deps: node_modules/.package-lock.json
+	@test "$$(node --version | cut -d. -f1)" = v24 || { echo "pinned Node 24 missing from node_modules/.bin" >&2; exit 1; }
+
+deps: os-deps node-deps
+
+build: node-deps
+	tsc -p tsconfig.build.json
+
+typecheck: node-deps
+	tsc -p tsconfig.json --noEmit
+
+lint: node-deps
+	eslint .
+	prettier --check .
+
+test-unit: node-deps
+	vitest run --project unit
+
+test-integration: deps build
+	vitest run --project integration
+
+test: deps lint typecheck build
+	vitest run
+
+demo: deps build
+	bash test/lab/demo.sh
+
+demo-down: node-deps
+	node bin/sluice.js lab down || true
+
+bench: deps build
+	node bench/compile.ts
+
+clean:
+	rm -rf dist test-output
