@@ -1,0 +1,62 @@
+import { describe, it, expect, afterEach } from 'vitest';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import net from 'node:net';
+import { ControlServer, ControlError, controlCall } from './control.ts';
+import { SluiceError } from '../policies/errors.ts';
+
+let dir: string | undefined;
+let server: ControlServer | undefined;
+afterEach(async () => {
+  await server?.stop();
+  if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+});
+
+async function start(handlers: ConstructorParameters<typeof ControlServer>[1]) {
+  dir = await mkdtemp(join(tmpdir(), 'sluice-control-'));
+  server = new ControlServer(join(dir, 'sluice.sock'), handlers);
+  await server.start();
+  return server.socketPath;
+}
+
+describe('control socket', () => {
+  it('answers a call with the handler result and is not world-accessible', async () => {
+    const path = await start({ echo: async (p) => ({ got: p['x'] }) });
+    await expect(controlCall(path, 'echo', { x: 42 })).resolves.toEqual({ got: 42 });
+    expect((await stat(path)).mode & 0o007).toBe(0);
+  });
+
+  it('carries the stable code of a SluiceError and its data back to the caller', async () => {
+    const path = await start({
+      fail: async () => {
+        throw new ControlError('policy.invalid', 'bad policy', [{ path: ['zones'] }]);
+      },
+      plain: async () => {
+        throw new SluiceError('state.missing', 'no version 7');
+      },
+    });
+    const err = await controlCall(path, 'fail').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ControlError);
+    expect((err as ControlError).code).toBe('policy.invalid');
+    expect((err as ControlError).data).toEqual([{ path: ['zones'] }]);
+    await expect(controlCall(path, 'plain')).rejects.toMatchObject({ code: 'state.missing' });
+    await expect(controlCall(path, 'nope')).rejects.toMatchObject({ code: 'control.unknown-method' });
+  });
+
+  it('survives garbage on the socket and keeps serving', async () => {
+    const path = await start({ ping: async () => 'pong' });
+    const raw = net.createConnection(path);
+    const answer = await new Promise<string>((resolve) => {
+      raw.on('data', (d) => resolve(d.toString()));
+      raw.write('{not json\n');
+    });
+    raw.destroy();
+    expect(JSON.parse(answer)).toMatchObject({ error: { code: 'control.bad-request' } });
+    await expect(controlCall(path, 'ping')).resolves.toBe('pong');
+  });
+
+  it('says clearly when no daemon is running', async () => {
+    await expect(controlCall('/nonexistent/sluice.sock', 'status')).rejects.toThrow(/daemon is not running/);
+  });
+});
