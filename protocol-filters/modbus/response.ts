@@ -1,0 +1,306 @@
+/**
+ * Responses from the device (MB = Modbus Application Protocol Specification V1.1b3), checked against the
+ * request they answer, and the per-connection transaction tracker that pairs them (TCP §3.1.3: the
+ * transaction id pairs a response with its request; the server copies it, and the unit id, from the request).
+ */
+import { FC, MEI } from './functions.ts';
+import { invalid, parseMbap } from './mbap.ts';
+import type { Adu, ModbusRequest, ModbusResponse, ParseResult } from './types.ts';
+
+type ResponseResult = ParseResult<ModbusResponse>;
+
+function ok(adu: Adu, fn: number, exception: number | null): ResponseResult {
+  return {
+    kind: 'frame',
+    frame: {
+      transactionId: adu.transactionId,
+      unitId: adu.unitId,
+      function: fn,
+      exception,
+      pdu: adu.pdu,
+      adu: adu.bytes,
+    },
+    consumed: adu.bytes.length,
+  };
+}
+
+function badLength(fn: number, got: number, want: number | string): ResponseResult {
+  return invalid('response.length', `function ${fn} response: PDU of ${got} bytes, expected ${want}`);
+}
+
+function quantity(req: ModbusRequest): number {
+  return req.read === null ? 0 : req.read.end - req.read.start + 1;
+}
+
+/**
+ * Parses a response ADU that answers `req` (paired by the tracker) and checks it is consistent with it:
+ * same unit id, same function (or function | 0x80 with an exception code, MB §7), and a byte count matching
+ * what was asked (MB §6.x, "Response" tables). Functions whose response the request does not determine
+ * (unknown, user-defined, CANopen) are passed through unchecked beyond framing.
+ */
+export function parseResponseAdu(adu: Adu, req: ModbusRequest): ResponseResult {
+  const pdu = adu.pdu;
+  const n = pdu.length;
+  if (adu.transactionId !== req.transactionId) {
+    return invalid('response.transaction-mismatch', 'response transaction id differs from its request');
+  }
+  if (adu.unitId !== req.unitId) {
+    return invalid('response.unit-mismatch', `response unit id ${adu.unitId}, request unit id ${req.unitId}`);
+  }
+  if (n < 1) return invalid('response.length', 'empty PDU');
+  const fn = req.function;
+  const code = pdu[0] ?? 0;
+  if (code === (fn | 0x80)) {
+    // MB §7: exception response = function | 0x80, one exception code byte.
+    if (n !== 2) return badLength(fn, n, 2);
+    const exception = pdu[1] ?? 0;
+    if (exception === 0) return invalid('response.exception-code', 'exception code 0');
+    return ok(adu, fn, exception);
+  }
+  if (code !== fn) {
+    return invalid('response.function-mismatch', `response function ${code} to a request for function ${fn}`);
+  }
+  switch (fn) {
+    case FC.READ_COILS: // MB §6.1
+    case FC.READ_DISCRETE_INPUTS: // MB §6.2
+      return byteCounted(adu, fn, (quantity(req) + 7) >> 3);
+    case FC.READ_HOLDING_REGISTERS: // MB §6.3
+    case FC.READ_INPUT_REGISTERS: // MB §6.4
+    case FC.READ_WRITE_MULTIPLE_REGISTERS: // MB §6.17: the read registers
+      return byteCounted(adu, fn, quantity(req) * 2);
+    case FC.WRITE_SINGLE_COIL: // MB §6.5: echo of the request
+    case FC.WRITE_SINGLE_REGISTER: // MB §6.6: echo of the request
+    case FC.WRITE_MULTIPLE_COILS: // MB §6.11: address + quantity
+    case FC.WRITE_MULTIPLE_REGISTERS: // MB §6.12: address + quantity
+      if (n !== 5) return badLength(fn, n, 5);
+      if (fn === FC.WRITE_MULTIPLE_COILS || fn === FC.WRITE_MULTIPLE_REGISTERS) {
+        // Address and quantity echoed: compare the 4 bytes in place (no allocation).
+        if (pdu.compare(req.pdu, 1, 5, 1, 5) !== 0) {
+          return invalid(
+            'response.echo',
+            `function ${fn} response: address/quantity differ from the request`,
+          );
+        }
+      } else if (pdu.readUInt16BE(1) !== req.pdu.readUInt16BE(1)) {
+        return invalid('response.echo', `function ${fn} response: address differs from the request`);
+      }
+      return ok(adu, fn, null);
+    case FC.MASK_WRITE_REGISTER: // MB §6.16: echo of the request
+      if (n !== 7) return badLength(fn, n, 7);
+      if (pdu.readUInt16BE(1) !== req.pdu.readUInt16BE(1)) {
+        return invalid('response.echo', 'function 22 response: address differs from the request');
+      }
+      return ok(adu, fn, null);
+    case FC.READ_EXCEPTION_STATUS: // MB §6.7: one byte of output data
+      return n === 2 ? ok(adu, fn, null) : badLength(fn, n, 2);
+    case FC.DIAGNOSTICS: // MB §6.8: echoes the sub-function and a data field of the request's size
+      if (n !== req.pdu.length) return badLength(fn, n, req.pdu.length);
+      if (pdu.readUInt16BE(1) !== req.subFunction) {
+        return invalid('response.echo', 'function 8 response: sub-function differs from the request');
+      }
+      return ok(adu, fn, null);
+    case FC.GET_COMM_EVENT_COUNTER: // MB §6.9: status (2) + event count (2)
+      return n === 5 ? ok(adu, fn, null) : badLength(fn, n, 5);
+    case FC.GET_COMM_EVENT_LOG: {
+      // MB §6.10: byte count N = 6 + events (0..64), status, event count, message count, events.
+      const r = byteCounted(adu, fn, null);
+      const byteCount = pdu[1] ?? 0;
+      if (r.kind === 'frame' && (byteCount < 6 || byteCount > 70)) {
+        return invalid('response.byte-count', `function 12 response: byte count ${byteCount} outside 6..70`);
+      }
+      return r;
+    }
+    case FC.REPORT_SERVER_ID: // MB §6.13: byte count + device-specific data
+      return byteCounted(adu, fn, null);
+    case FC.READ_FILE_RECORD:
+      return readFileRecordResponse(adu, req);
+    case FC.WRITE_FILE_RECORD: // MB §6.15: echo of the request
+      return pdu.equals(req.pdu) ? ok(adu, fn, null) : invalid('response.echo', 'function 21: not an echo');
+    case FC.READ_FIFO_QUEUE: {
+      // MB §6.18: byte count (2) = 2 + 2 × FIFO count, FIFO count (2) ≤ 31, the registers.
+      if (n < 5) return badLength(fn, n, '≥ 5');
+      const byteCount = pdu.readUInt16BE(1);
+      const fifoCount = pdu.readUInt16BE(3);
+      if (fifoCount > 31 || byteCount !== 2 + fifoCount * 2) {
+        return invalid(
+          'response.byte-count',
+          `function 24 response: byte count ${byteCount}, FIFO ${fifoCount}`,
+        );
+      }
+      return n === 3 + byteCount ? ok(adu, fn, null) : badLength(fn, n, 3 + byteCount);
+    }
+    case FC.ENCAPSULATED_INTERFACE_TRANSPORT:
+      if (n < 2 || pdu[1] !== req.subFunction) {
+        return invalid('response.echo', 'function 43 response: MEI type differs from the request');
+      }
+      return req.subFunction === MEI.READ_DEVICE_IDENTIFICATION ? deviceIdResponse(adu) : ok(adu, fn, null);
+    default:
+      // Unknown and user-defined functions: the request says nothing about the response's shape.
+      return ok(adu, fn, null);
+  }
+}
+
+/** "function, byte count N, N bytes": checks N (against `expected` when the request fixes it) and the length. */
+function byteCounted(adu: Adu, fn: number, expected: number | null): ResponseResult {
+  const pdu = adu.pdu;
+  const n = pdu.length;
+  if (n < 2) return badLength(fn, n, '≥ 2');
+  const byteCount = pdu[1] ?? 0;
+  if (expected !== null && byteCount !== expected) {
+    return invalid(
+      'response.byte-count',
+      `function ${fn} response: byte count ${byteCount}, expected ${expected}`,
+    );
+  }
+  return n === 2 + byteCount ? ok(adu, fn, null) : badLength(fn, n, 2 + byteCount);
+}
+
+/**
+ * MB §6.14 response: data length, then per sub-request: file response length (1 + 2 × records), reference
+ * type 6, the records. Must answer the request's sub-requests one for one.
+ */
+function readFileRecordResponse(adu: Adu, req: ModbusRequest): ResponseResult {
+  const fn = FC.READ_FILE_RECORD;
+  const pdu = adu.pdu;
+  const n = pdu.length;
+  if (n < 2) return badLength(fn, n, '≥ 2');
+  const dataLength = pdu[1] ?? 0;
+  if (n !== 2 + dataLength) return badLength(fn, n, 2 + dataLength);
+  const files = req.files ?? [];
+  let off = 2;
+  for (const f of files) {
+    const subLength = pdu[off] ?? -1;
+    if (subLength !== 1 + f.count * 2 || pdu[off + 1] !== 6 || off + 1 + subLength > n) {
+      return invalid('response.byte-count', 'function 20 response: sub-response does not match its request');
+    }
+    off += 1 + subLength;
+  }
+  return off === n ? ok(adu, fn, null) : invalid('response.byte-count', 'function 20 response: extra bytes');
+}
+
+/**
+ * MB §6.21 response: MEI 14, read device id code, conformity level, more follows (0x00/0xFF), next object
+ * id, number of objects, then objects (id, length, value) exactly filling the PDU.
+ */
+function deviceIdResponse(adu: Adu): ResponseResult {
+  const fn = FC.ENCAPSULATED_INTERFACE_TRANSPORT;
+  const pdu = adu.pdu;
+  const n = pdu.length;
+  if (n < 7) return badLength(fn, n, '≥ 7');
+  const more = pdu[4];
+  if (more !== 0x00 && more !== 0xff) {
+    return invalid(
+      'response.device-id',
+      `function 43/14 response: more-follows 0x${(more ?? 0).toString(16)}`,
+    );
+  }
+  const objects = pdu[6] ?? 0;
+  let off = 7;
+  for (let i = 0; i < objects; i++) {
+    if (off + 2 > n) return invalid('response.device-id', 'function 43/14 response: truncated object list');
+    off += 2 + (pdu[off + 1] ?? 0);
+  }
+  return off === n
+    ? ok(adu, fn, null)
+    : invalid('response.device-id', 'function 43/14 response: bad object list');
+}
+
+/** Frames and parses one response ADU at the start of `buf` against `req`. */
+export function parseResponse(buf: Buffer, req: ModbusRequest): ResponseResult {
+  const r = parseMbap(buf);
+  return r.kind === 'frame' ? parseResponseAdu(r.frame, req) : r;
+}
+
+/** MB §6.8.1 sub-function 04 (Force Listen Only Mode): the device returns no response. */
+export function expectsResponse(req: ModbusRequest): boolean {
+  return !(req.function === FC.DIAGNOSTICS && req.subFunction === 0x04);
+}
+
+interface Entry {
+  request: ModbusRequest;
+  /** The bytes to send the client once every earlier entry has gone: a local refusal, or the device's answer. */
+  answer: Buffer | null;
+}
+
+export type SubmitResult = { kind: 'ok'; release: Buffer[] } | { kind: 'full' };
+
+export type ResponseMatch =
+  | { kind: 'paired'; request: ModbusRequest; release: Buffer[] }
+  | { kind: 'unsolicited'; verdict: 'drop'; reason: 'unsolicited' };
+
+const UNSOLICITED: ResponseMatch = Object.freeze({
+  kind: 'unsolicited',
+  verdict: 'drop',
+  reason: 'unsolicited',
+} as const);
+
+/**
+ * Pure, per-connection bookkeeping of requests in flight, which also keeps answers in request order
+ * (many masters assume it): a local refusal queued behind requests still at the device is released only
+ * when they have been answered. At most `maxOutstanding` entries are held; beyond that `submit` says `full`
+ * and the proxy applies its limit (close, or stop reading). A transaction id used twice while in flight is
+ * paired oldest first, which is what an in-order device does.
+ */
+export class TransactionTracker {
+  readonly maxOutstanding: number;
+  #queue: Entry[] = [];
+
+  constructor(maxOutstanding: number) {
+    if (!Number.isInteger(maxOutstanding) || maxOutstanding < 1) {
+      throw new RangeError(`maxOutstanding must be a positive integer, got ${maxOutstanding}`);
+    }
+    this.maxOutstanding = maxOutstanding;
+  }
+
+  /** Requests not yet answered to the client (forwarded, or refused behind forwarded ones). */
+  get size(): number {
+    return this.#queue.length;
+  }
+
+  /**
+   * Records a request. `localAnswer` is the refusal ADU when the gateway answers it itself, null when it is
+   * forwarded to the device. Returns the answers that may go to the client now, in order.
+   * A forwarded request that gets no response (see `expectsResponse`) is not tracked.
+   */
+  submit(request: ModbusRequest, localAnswer: Buffer | null): SubmitResult {
+    if (localAnswer === null && !expectsResponse(request)) return { kind: 'ok', release: [] };
+    if (this.#queue.length >= this.maxOutstanding) return { kind: 'full' };
+    this.#queue.push({ request, answer: localAnswer });
+    return { kind: 'ok', release: this.#drain() };
+  }
+
+  /** The oldest forwarded request still waiting for a response with this transaction id. */
+  pending(transactionId: number): ModbusRequest | undefined {
+    return this.#find(transactionId)?.request;
+  }
+
+  /**
+   * A response arrived from the device: pairs it with the oldest waiting request of that transaction id.
+   * Unknown transaction id → `unsolicited` (drop and log). `answer` is the bytes to give the client
+   * (normally the response ADU as received).
+   */
+  respond(transactionId: number, answer: Buffer): ResponseMatch {
+    const entry = this.#find(transactionId);
+    if (entry === undefined) return UNSOLICITED;
+    entry.answer = answer;
+    return { kind: 'paired', request: entry.request, release: this.#drain() };
+  }
+
+  #find(transactionId: number): Entry | undefined {
+    for (const e of this.#queue) {
+      if (e.answer === null && e.request.transactionId === transactionId) return e;
+    }
+    return undefined;
+  }
+
+  #drain(): Buffer[] {
+    const release: Buffer[] = [];
+    while (this.#queue.length > 0) {
+      const head = this.#queue[0];
+      if (head === undefined || head.answer === null) break;
+      release.push(head.answer);
+      this.#queue.shift();
+    }
+    return release;
+  }
+}
