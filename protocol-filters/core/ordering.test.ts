@@ -1,0 +1,64 @@
+import { describe, expect, it } from 'vitest';
+import { ResponseOrderer } from './ordering.ts';
+
+const b = (s: string): Buffer => Buffer.from(s);
+const text = (list: Buffer[]): string[] => list.map((x) => x.toString());
+
+describe('ResponseOrderer', () => {
+  it('sends a refusal at once when nothing is outstanding', () => {
+    const o = new ResponseOrderer<number>(4);
+    expect(o.reply(b('r1'))?.toString()).toBe('r1');
+    expect(o.queuedReplies).toBe(0);
+  });
+
+  it('holds a refusal behind earlier requests and releases it after the last of them is answered', () => {
+    const o = new ResponseOrderer<number>(4);
+    expect(o.request(1)).toBe(true);
+    expect(o.request(2)).toBe(true);
+    expect(o.reply(b('refuse-3'))).toBeUndefined();
+    expect(o.request(4)).toBe(true);
+    expect(o.reply(b('refuse-5'))).toBeUndefined();
+    expect(o.outstanding).toBe(3);
+    expect(o.queuedReplies).toBe(2);
+    expect(text(o.answer(1).release)).toEqual([]);
+    expect(text(o.answer(2).release)).toEqual(['refuse-3']);
+    expect(text(o.answer(4).release)).toEqual(['refuse-5']);
+    expect(o.outstanding).toBe(0);
+    expect(o.queuedReplies).toBe(0);
+    expect(o.reply(b('now'))?.toString()).toBe('now');
+  });
+
+  it('copes with out-of-order answers: a reply waits for every request before it', () => {
+    const o = new ResponseOrderer<number>(4);
+    o.request(1);
+    o.request(2);
+    o.reply(b('r'));
+    expect(text(o.answer(2).release)).toEqual([]);
+    expect(text(o.answer(1).release)).toEqual(['r']);
+  });
+
+  it('reports unpaired answers and pairs a reused key with its earliest request', () => {
+    const o = new ResponseOrderer<number>(4);
+    expect(o.answer(9)).toEqual({ matched: false, release: [] });
+    o.request(7);
+    o.request(7);
+    expect(o.has(7)).toBe(true);
+    expect(o.answer(7).matched).toBe(true);
+    expect(o.answer(7).matched).toBe(true);
+    expect(o.answer(7).matched).toBe(false);
+    expect(o.has(7)).toBe(false);
+  });
+
+  it('enforces the outstanding limit, and counts queued replies against it', () => {
+    const o = new ResponseOrderer<number>(2);
+    expect(o.request(1)).toBe(true);
+    expect(o.request(2)).toBe(true);
+    expect(o.request(3)).toBe(false);
+    expect(o.outstanding).toBe(2);
+    o.answer(2);
+    o.reply(b('a'));
+    expect(o.withinLimit()).toBe(true);
+    o.reply(b('b'));
+    expect(o.withinLimit()).toBe(false);
+  });
+});
