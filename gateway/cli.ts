@@ -10,6 +10,16 @@ import { SluiceError, UsageError } from '../policies/errors.ts';
 import { validatePolicyFile } from '../policies/validate.ts';
 import { formatProblem, formatReport, reportJson } from '../policies/format.ts';
 import { compilePolicy } from '../policies/compile.ts';
+import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { resolveStateDir, osUser } from './state.ts';
+import { controlCall, ControlError } from './control.ts';
+import { socketPath, LOG_DB_NAME, runDaemon } from './daemon.ts';
+import { LogStore, type LogQuery } from './logstore.ts';
+import type { StoredEvent, BlockedVerdict } from './events.ts';
+import { BLOCKED_VERDICTS } from './events.ts';
+import type { Problem } from '../policies/types.ts';
 
 export const EXIT_OK = 0;
 export const EXIT_INVALID = 1;
@@ -28,7 +38,23 @@ Policy:
   validate FILE [--json]                 check a policy: all errors with file:line:column, then the IEC 62443 lint report
   compile FILE [--out F] [--plan F]      print the nftables ruleset (or write it to F) and write the proxy plan
 
+Gateway (talks to the daemon over its unix socket in the state dir):
+  run [--ulogd]                          run the daemon in the foreground (systemd: Type=notify); --ulogd starts ulogd2 too
+  apply FILE [--confirm-within S] [--comment T]
+                                         validate, compile, check and load atomically; without confirm in S seconds it rolls back
+  confirm                                keep the applied version
+  rollback [VERSION]                     restore a recorded version (default: the previous confirmed one)
+  status [--json]                        running version, pending confirmation, flow counters, blocked counts, proxies
+  versions [--json]                      recorded policy versions
+  logs [--since 10m] [--until T] [--conduit X] [--zone Z] [--src IP] [--dst IP] [--port N] [--protocol P]
+       [--verdict V] [--reason R] [--limit N] [--json] [--follow]
+                                         query the blocked-traffic log
+
+Lab (network namespaces on this machine; never touches the host's interfaces):
+  lab up | down | status                 the demo lab: zones, gateway, simulated PLC and HMI traffic
+
 Options for every command:
+  --state-dir DIR                        state directory (default /var/lib/sluice, or $SLUICE_STATE_DIR)
   -h, --help                             this text
 `;
 
@@ -97,7 +123,375 @@ const compile: Handler = async (args, io) => {
   return EXIT_OK;
 };
 
-const COMMANDS: Record<string, Handler> = { validate, compile };
+const STATE_DIR_OPTION = { 'state-dir': { type: 'string' } } as const;
+
+function stateDirOf(values: { 'state-dir'?: string | undefined }, io: CliIo): string {
+  return resolveStateDir(values['state-dir'], io.env);
+}
+
+function who(io: CliIo): string {
+  // Under sudo, the person is the invoking user, not root (CR 2.12 non-repudiation).
+  const sudo = io.env['SUDO_USER'];
+  return sudo !== undefined && sudo !== '' ? sudo : osUser();
+}
+
+function printProblems(err: ControlError, io: CliIo): void {
+  if (Array.isArray(err.data)) for (const p of err.data as Problem[]) io.stderr(formatProblem(p) + '\n');
+}
+
+async function call(
+  stateDir: string,
+  method: string,
+  params: Record<string, unknown>,
+  io: CliIo,
+): Promise<unknown> {
+  try {
+    return await controlCall(socketPath(stateDir), method, params);
+  } catch (err) {
+    if (err instanceof ControlError) printProblems(err, io);
+    throw err;
+  }
+}
+
+const run: Handler = async (args, io) => {
+  const { values } = parse(
+    'run',
+    args,
+    { ...STATE_DIR_OPTION, ulogd: { type: 'boolean', default: false }, 'ulogd-json': { type: 'string' } },
+    { min: 0, max: 0, names: 'no arguments' },
+  );
+  const opts: Parameters<typeof runDaemon>[0] = { stateDir: stateDirOf(values, io), ulogd: values.ulogd };
+  if (values['ulogd-json'] !== undefined) opts.ulogdJsonFile = values['ulogd-json'];
+  await runDaemon(opts);
+  // The daemon keeps the event loop alive until a signal stops it; exit code is set there.
+  return await new Promise<number>(() => undefined);
+};
+
+const apply: Handler = async (args, io) => {
+  const { values, positionals } = parse(
+    'apply',
+    args,
+    { ...STATE_DIR_OPTION, 'confirm-within': { type: 'string' }, comment: { type: 'string' } },
+    { min: 1, max: 1, names: 'one policy FILE' },
+  );
+  const file = positionals[0] as string;
+  let confirmWithinSec: number | undefined;
+  if (values['confirm-within'] !== undefined) {
+    const raw = values['confirm-within'];
+    confirmWithinSec = Number(raw);
+    if (!/^[0-9]+$/.test(raw) || confirmWithinSec < 1)
+      throw new UsageError(
+        'cli.usage',
+        `sluice apply: --confirm-within takes whole seconds ≥ 1, not '${raw}'`,
+      );
+  }
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new SluiceError(
+      'load.read',
+      `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+    );
+  }
+  const params: Record<string, unknown> = { text, file, who: who(io) };
+  if (values.comment !== undefined) params['comment'] = values.comment;
+  if (confirmWithinSec !== undefined) params['confirmWithinSec'] = confirmWithinSec;
+  const r = (await call(stateDirOf(values, io), 'apply', params, io)) as {
+    versionId: number;
+    hash: string;
+    pending: { deadline: string } | null;
+    warnings: Problem[];
+    timings: { totalMs: number };
+    proxyError?: string;
+  };
+  for (const w of r.warnings) io.stderr(formatProblem(w) + '\n');
+  io.stdout(
+    `applied version ${r.versionId} (${r.hash.slice(0, 12)}) in ${Math.round(r.timings.totalMs)} ms\n`,
+  );
+  if (r.pending !== null)
+    io.stdout(`confirm before ${r.pending.deadline} with 'sluice confirm', or it rolls back by itself\n`);
+  if (r.proxyError !== undefined) io.stderr(`warning: protocol filters did not all start: ${r.proxyError}\n`);
+  return EXIT_OK;
+};
+
+const confirm: Handler = async (args, io) => {
+  const { values } = parse('confirm', args, STATE_DIR_OPTION, { min: 0, max: 0, names: 'no arguments' });
+  const r = (await call(stateDirOf(values, io), 'confirm', { who: who(io) }, io)) as { versionId: number };
+  io.stdout(`version ${r.versionId} confirmed\n`);
+  return EXIT_OK;
+};
+
+const rollback: Handler = async (args, io) => {
+  const { values, positionals } = parse('rollback', args, STATE_DIR_OPTION, {
+    min: 0,
+    max: 1,
+    names: 'at most one VERSION',
+  });
+  const params: Record<string, unknown> = { who: who(io) };
+  if (positionals[0] !== undefined) {
+    if (!/^[0-9]+$/.test(positionals[0]))
+      throw new UsageError('cli.usage', `sluice rollback: VERSION is a number, not '${positionals[0]}'`);
+    params['versionId'] = Number(positionals[0]);
+  }
+  const r = (await call(stateDirOf(values, io), 'rollback', params, io)) as {
+    mode: string;
+    toVersionId?: number;
+  };
+  io.stdout(
+    r.mode === 'fail-closed'
+      ? 'rolled back to the fail-closed ruleset\n'
+      : `rolled back to version ${r.toVersionId}\n`,
+  );
+  return EXIT_OK;
+};
+
+interface StatusView {
+  mode: string;
+  version: { id: number; hash: string; when: string; who: string } | null;
+  pending: { versionId: number; deadline: string } | null;
+  flows: { conduit: string; flow: string; packets: number; bytes: number }[];
+  conduitDrops: Record<string, number>;
+  blocked: { conduit: string | null; events: number }[];
+  log: { stored: number; droppedByRetention: number; bytes: number };
+  proxies: {
+    conduit: string;
+    flow: string;
+    listenPort: number;
+    upstream: { address: string; port: number };
+    state: string;
+    restarts: number;
+  }[];
+  ulogd: { managed: boolean; running?: boolean };
+}
+
+const status: Handler = async (args, io) => {
+  const { values } = parse(
+    'status',
+    args,
+    { ...STATE_DIR_OPTION, json: { type: 'boolean', default: false } },
+    { min: 0, max: 0, names: 'no arguments' },
+  );
+  const s = (await call(stateDirOf(values, io), 'status', {}, io)) as StatusView;
+  if (values.json) {
+    io.stdout(JSON.stringify(s, null, 2) + '\n');
+    return EXIT_OK;
+  }
+  const lines: string[] = [];
+  lines.push(
+    `mode:      ${s.mode === 'fail-closed' ? 'FAIL-CLOSED (no forwarding; management reachable)' : s.mode}`,
+    `version:   ${s.version === null ? '-' : `${s.version.id} ${s.version.hash.slice(0, 12)} by ${s.version.who} at ${s.version.when}`}`,
+    `pending:   ${s.pending === null ? '-' : `version ${s.pending.versionId} rolls back at ${s.pending.deadline} unless confirmed`}`,
+    'flows (packets / bytes accepted):',
+  );
+  for (const f of s.flows) lines.push(`  ${f.conduit}/${f.flow}: ${f.packets} / ${f.bytes}`);
+  lines.push('blocked events per conduit:');
+  for (const b of s.blocked) lines.push(`  ${b.conduit ?? '(no conduit)'}: ${b.events}`);
+  lines.push(
+    `log store: ${s.log.stored} events, ${s.log.droppedByRetention} dropped by retention, ${s.log.bytes} bytes`,
+  );
+  lines.push('protocol filters:');
+  for (const p of s.proxies)
+    lines.push(
+      `  ${p.conduit}/${p.flow} :${p.listenPort} → ${p.upstream.address}:${p.upstream.port} ${p.state}${p.restarts > 0 ? ` (${p.restarts} restarts)` : ''}`,
+    );
+  if (s.ulogd.managed) lines.push(`ulogd2: ${s.ulogd.running === true ? 'running' : 'NOT RUNNING'}`);
+  io.stdout(lines.join('\n') + '\n');
+  return EXIT_OK;
+};
+
+const versions: Handler = async (args, io) => {
+  const { values } = parse(
+    'versions',
+    args,
+    { ...STATE_DIR_OPTION, json: { type: 'boolean', default: false } },
+    { min: 0, max: 0, names: 'no arguments' },
+  );
+  const vs = (await call(stateDirOf(values, io), 'versions', {}, io)) as {
+    id: number;
+    hash: string;
+    when: string;
+    who: string;
+    status: string;
+    comment: string | null;
+  }[];
+  if (values.json) io.stdout(JSON.stringify(vs, null, 2) + '\n');
+  else
+    for (const v of vs)
+      io.stdout(`${v.id}\t${v.status}\t${v.when}\t${v.who}\t${v.hash.slice(0, 12)}\t${v.comment ?? ''}\n`);
+  return EXIT_OK;
+};
+
+/** `10m`, `2h`, `30s`, `1d`, or an ISO time → epoch ms. */
+export function parseTime(text: string, now: Date, option: string): number {
+  const m = /^([0-9]+)(s|m|h|d)$/.exec(text);
+  if (m !== null) {
+    const unit = { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[m[2] as 's' | 'm' | 'h' | 'd'];
+    return now.getTime() - Number(m[1]) * unit;
+  }
+  const t = Date.parse(text);
+  if (Number.isNaN(t))
+    throw new UsageError(
+      'cli.usage',
+      `sluice logs: ${option} takes 10m, 2h, 1d or an ISO time, not '${text}'`,
+    );
+  return t;
+}
+
+function formatEvent(e: StoredEvent): string {
+  const at = new Date(e.time).toISOString();
+  const where = `${e.fromZone ?? '?'}→${e.toZone ?? '?'}`;
+  const sp = e.srcPort === undefined ? '' : `:${e.srcPort}`;
+  const dp = e.dstPort === undefined ? '' : `:${e.dstPort}`;
+  const n = e.count > 1 ? ` ×${e.count}` : '';
+  const detail = e.detail === undefined ? '' : ' ' + JSON.stringify(e.detail);
+  return `${at} ${e.verdict} ${e.conduit ?? '(no conduit)'} ${where} ${e.protocol} ${e.src}${sp} → ${e.dst}${dp} ${e.reason}${n}${detail}`;
+}
+
+const logs: Handler = async (args, io) => {
+  const { values } = parse(
+    'logs',
+    args,
+    {
+      ...STATE_DIR_OPTION,
+      since: { type: 'string' },
+      until: { type: 'string' },
+      conduit: { type: 'string' },
+      zone: { type: 'string' },
+      src: { type: 'string' },
+      dst: { type: 'string' },
+      port: { type: 'string' },
+      protocol: { type: 'string' },
+      verdict: { type: 'string' },
+      reason: { type: 'string' },
+      limit: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      follow: { type: 'boolean', default: false },
+    },
+    { min: 0, max: 0, names: 'no arguments (filters are options)' },
+  );
+  const now = io.now();
+  const q: LogQuery = {};
+  if (values.since !== undefined) q.since = parseTime(values.since, now, '--since');
+  if (values.until !== undefined) q.until = parseTime(values.until, now, '--until');
+  if (values.conduit !== undefined) q.conduit = values.conduit;
+  if (values.zone !== undefined) q.zone = values.zone;
+  if (values.src !== undefined) q.src = values.src;
+  if (values.dst !== undefined) q.dst = values.dst;
+  if (values.protocol !== undefined) q.protocol = values.protocol;
+  if (values.reason !== undefined) q.reason = values.reason;
+  if (values.port !== undefined) {
+    const port = Number(values.port);
+    if (!/^[0-9]+$/.test(values.port) || port > 65535)
+      throw new UsageError('cli.usage', `sluice logs: --port takes 0..65535, not '${values.port}'`);
+    q.port = port;
+  }
+  if (values.verdict !== undefined) {
+    if (!(BLOCKED_VERDICTS as readonly string[]).includes(values.verdict))
+      throw new UsageError(
+        'cli.usage',
+        `sluice logs: --verdict is one of ${BLOCKED_VERDICTS.join(', ')}, not '${values.verdict}'`,
+      );
+    q.verdict = values.verdict as BlockedVerdict;
+  }
+  q.limit = 100;
+  if (values.limit !== undefined) {
+    const limit = Number(values.limit);
+    if (!/^[0-9]+$/.test(values.limit) || limit < 1 || limit > 1000)
+      throw new UsageError('cli.usage', `sluice logs: --limit takes 1..1000, not '${values.limit}'`);
+    q.limit = limit;
+  }
+  const dbPath = join(stateDirOf(values, io), LOG_DB_NAME);
+  if (!existsSync(dbPath))
+    throw new SluiceError(
+      'logs.no-store',
+      `no blocked-traffic log at ${dbPath} (has the daemon run with this --state-dir?)`,
+    );
+  // Read the store directly (SQLite WAL allows readers beside the daemon): logs stay readable when the daemon is down.
+  const store = LogStore.open(dbPath, {
+    maxBytes: Number.MAX_SAFE_INTEGER,
+    maxAgeMs: Number.MAX_SAFE_INTEGER,
+    readOnly: true,
+  });
+  const print = (events: StoredEvent[]) => {
+    for (const e of events) io.stdout((values.json ? JSON.stringify(e) : formatEvent(e)) + '\n');
+  };
+  try {
+    const first = store.query(q);
+    // Oldest first on screen, like a log file; the store pages newest first.
+    print([...first.events].reverse());
+    if (!values.follow) return EXIT_OK;
+    let lastId = first.events.reduce((m, e) => Math.max(m, e.id), 0);
+    let lastTime = first.events.reduce((m, e) => Math.max(m, e.time), q.since ?? now.getTime() - 1000);
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 500));
+      const page = store.query({ ...q, since: lastTime, limit: 1000 });
+      const fresh = page.events.filter((e) => e.id > lastId).reverse();
+      print(fresh);
+      for (const e of fresh) {
+        lastId = Math.max(lastId, e.id);
+        lastTime = Math.max(lastTime, e.time);
+      }
+    }
+  } finally {
+    store.close();
+  }
+};
+
+const lab: Handler = async (args, io) => {
+  const { positionals } = parse('lab', args, {}, { min: 1, max: 1, names: 'up, down or status' });
+  const action = positionals[0];
+  // The lab is test tooling: load it only when asked, so the gateway itself never depends on it.
+  const demo = await import('../test/lab/demo.ts');
+  if (action === 'up') {
+    const info = await demo.demoUp((line) => io.stdout(`• ${line}\n`));
+    const sd = info.paths.stateDir;
+    io.stdout(
+      [
+        '',
+        'The Sluice demo lab is up: the water plant of examples/water-plant.yaml, enforced in namespace ' +
+          info.gwNs +
+          '.',
+        '',
+        `  blocked traffic, live:  npx sluice logs --state-dir ${sd} --follow`,
+        `  gateway status:         npx sluice status --state-dir ${sd}`,
+        `  policy versions:        npx sluice versions --state-dir ${sd}`,
+        `  what the HMI sees:      tail -f ${info.paths.dir}/hmi-1.log`,
+        `  what the PLC receives:  tail -f ${info.paths.dir}/plc-intake.log`,
+        `  try an apply:           npx sluice apply ${info.paths.policy} --confirm-within 30 --state-dir ${sd}`,
+        '  tear it all down:       make demo-down   (or: npx sluice lab down)',
+        '',
+      ].join('\n'),
+    );
+    return EXIT_OK;
+  }
+  if (action === 'down') {
+    const had = await demo.demoDown();
+    io.stdout(had ? 'demo lab removed\n' : 'no demo lab was running\n');
+    return EXIT_OK;
+  }
+  if (action === 'status') {
+    const st = await demo.demoStatus();
+    io.stdout(
+      st.up ? `demo lab up: ${st.namespaces.join(' ')}\nstate dir: ${st.stateDir}\n` : 'demo lab is down\n',
+    );
+    return EXIT_OK;
+  }
+  throw new UsageError('cli.usage', `sluice lab: expected up, down or status, not '${action ?? ''}'`);
+};
+
+const COMMANDS: Record<string, Handler> = {
+  validate,
+  compile,
+  run,
+  apply,
+  confirm,
+  rollback,
+  status,
+  versions,
+  logs,
+  lab,
+};
 
 export async function main(argv: string[], io: CliIo): Promise<number> {
   const [command, ...rest] = argv;

@@ -1,5 +1,5 @@
 /**
- * A simulated PLC for the lab: a modbus-serial TCP server with 1,000 holding and input registers and 1,000 coils.
+ * A simulated PLC for the lab: a modbus-serial TCP server with 2,000 holding and input registers and 2,000 coils.
  * Every request it receives is printed as one JSON line on stdout, so tests can prove what reached the
  * device (and, above all, what did not).
  *
@@ -18,7 +18,7 @@ const { values } = parseArgs({
 });
 const port = Number(values.port);
 const unit = Number(values.unit);
-const SIZE = 1000;
+const SIZE = 2000;
 const holding = new Uint16Array(SIZE);
 const input = new Uint16Array(SIZE);
 const coils = new Uint8Array(SIZE);
@@ -37,7 +37,8 @@ function emit(event: Record<string, unknown>): void {
 
 function check(addr: number, length = 1): void {
   // Outside the simulated memory: modbus-serial turns a thrown error into exception 02.
-  if (addr < 0 || addr + length > SIZE) throw Object.assign(new Error('illegal address'), { modbusErrorCode: 2 });
+  if (addr < 0 || addr + length > SIZE)
+    throw Object.assign(new Error('illegal address'), { modbusErrorCode: 2 });
 }
 
 const vector = {
@@ -50,6 +51,18 @@ const vector = {
     check(addr);
     emit({ op: 'read-discrete-input', addr });
     return (addr & 1) === 1;
+  },
+  // modbus-serial calls the single-register getters for a quantity of 1 and the Multiple ones otherwise;
+  // without them a one-register read is never answered.
+  getInputRegister: (addr: number) => {
+    check(addr);
+    emit({ op: 'read-input-registers', addr, length: 1 });
+    return input[addr] ?? 0;
+  },
+  getHoldingRegister: (addr: number) => {
+    check(addr);
+    emit({ op: 'read-holding-registers', addr, length: 1 });
+    return holding[addr] ?? 0;
   },
   getMultipleInputRegisters: (addr: number, length: number) => {
     check(addr, length);

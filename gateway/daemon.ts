@@ -1,0 +1,398 @@
+/**
+ * `sluice run`: the gateway daemon. It owns everything that must outlive a CLI call or a browser tab:
+ * the running ruleset and its confirm-or-rollback timer (gateway/apply.ts), the protocol-filter proxies
+ * (protocol-filters/core/supervisor.ts), the blocked-traffic log (ulogd2 JSON → gateway/logstore.ts), and the
+ * control socket the CLI and the UI talk to (gateway/control.ts).
+ *
+ * Availability first: at start it loads the last confirmed version, or the built-in fail-closed ruleset
+ * (IEC 62443-4-2 NDR 5.2 RE3, CR 3.6). Stopping the daemon leaves the ruleset in the kernel: a gateway must
+ * never forward unfiltered because its user-space part went away.
+ */
+import { mkdir, chmod, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import pino, { type Logger } from 'pino';
+import { ApplyEngine } from './apply.ts';
+import { StateStore, osUser } from './state.ts';
+import { Nft } from './nft.ts';
+import { LogStore, type LogQuery } from './logstore.ts';
+import type { BlockedEvent, BlockedVerdict } from './events.ts';
+import { ControlServer, ControlError } from './control.ts';
+import { ProxySupervisor, type InspectorFactories } from '../protocol-filters/core/supervisor.ts';
+import type { ProxyEvent } from '../protocol-filters/core/inspector.ts';
+import { relayInspectorFactory } from '../protocol-filters/core/relay.ts';
+import { modbusInspectorFactory } from '../protocol-filters/modbus/inspector.ts';
+import { parseCounterName } from '../policies/compile.ts';
+import { DEFAULT_COMPILE_OPTIONS } from '../policies/types.ts';
+import { validatePolicyText } from '../policies/validate.ts';
+import { JsonLineFollower, parseUlogdLine, toBlockedEvent, ulogdConfig } from './ulogd.ts';
+import { notifySystemd, watchdogIntervalMs } from './sd-notify.ts';
+
+export interface DaemonOptions {
+  stateDir: string;
+  /** Start and supervise ulogd2 ourselves (the lab); on a gateway systemd runs it (sluice-ulogd.service). */
+  ulogd: boolean;
+  /** Where ulogd2 writes its JSON lines (followed by the daemon). */
+  ulogdJsonFile?: string;
+  logMaxBytes?: number;
+  logMaxAgeMs?: number;
+  logger?: Logger;
+}
+
+export const SOCKET_NAME = 'sluice.sock';
+export const LOG_DB_NAME = 'blocked.sqlite';
+export const ULOGD_JSON_NAME = 'ulogd.json';
+const DEFAULT_LOG_MAX_BYTES = 512 * 1024 * 1024;
+const DEFAULT_LOG_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
+
+export function socketPath(stateDir: string): string {
+  return join(stateDir, SOCKET_NAME);
+}
+
+/** What the daemon knows of the running policy, to put zones on a log line that names only its conduit. */
+interface ConduitIndex {
+  zones: Map<string, { fromZone: string; toZone: string }>;
+  /** Interface name → zone, for events that matched no conduit. */
+  ifaceZone: Map<string, string>;
+}
+
+function proxyEventToBlocked(e: ProxyEvent, index: ConduitIndex): BlockedEvent {
+  const zones = index.zones.get(e.conduit);
+  const verdict: BlockedVerdict = e.verdict;
+  const ev: BlockedEvent = {
+    time: e.time,
+    conduit: e.conduit,
+    flow: e.flow,
+    src: e.src,
+    dst: e.dst,
+    srcPort: e.srcPort,
+    dstPort: e.dstPort,
+    protocol: 'tcp',
+    verdict,
+    reason: e.reason,
+    source: e.protocol,
+    count: 1,
+  };
+  if (zones !== undefined) {
+    ev.fromZone = zones.fromZone;
+    ev.toZone = zones.toZone;
+  }
+  if (e.detail !== undefined) ev.detail = sanitizeDetail(e.detail);
+  return ev;
+}
+
+/** Filter details are attacker-influenced (NodeIds, values): keep scalars and short lists, bounded. */
+function sanitizeDetail(detail: Record<string, unknown>): NonNullable<BlockedEvent['detail']> {
+  const out: Record<string, string | number | boolean | null | (string | number)[]> = {};
+  for (const [k, v] of Object.entries(detail).slice(0, 16)) {
+    if (typeof v === 'string') out[k] = v.slice(0, 256);
+    else if (typeof v === 'number' || typeof v === 'boolean' || v === null) out[k] = v;
+    else if (Array.isArray(v))
+      out[k] = v.slice(0, 16).map((x) => (typeof x === 'number' ? x : String(x).slice(0, 128)));
+  }
+  return out;
+}
+
+export class Daemon {
+  readonly opts: DaemonOptions;
+  readonly log: Logger;
+  private state!: StateStore;
+  private engine!: ApplyEngine;
+  private logs!: LogStore;
+  private supervisor!: ProxySupervisor;
+  private control!: ControlServer;
+  private follower: JsonLineFollower | undefined;
+  private ulogd: ChildProcess | undefined;
+  private ulogdRestarts = 0;
+  private stopping = false;
+  private watchdog: NodeJS.Timeout | undefined;
+  private readonly nft = new Nft();
+  private index: ConduitIndex = { zones: new Map(), ifaceZone: new Map() };
+  private readonly factories: InspectorFactories = {
+    modbus: modbusInspectorFactory,
+    // OPC UA inspection is its own issue; until it lands its flows are relayed (still confined by nft to
+    // the plan's sources and upstreams), never routed around the proxy.
+    opcua: relayInspectorFactory,
+  };
+  private startedAt = Date.now();
+
+  constructor(opts: DaemonOptions) {
+    this.opts = opts;
+    this.log = opts.logger ?? pino({ name: 'sluice' });
+  }
+
+  async start(): Promise<void> {
+    const { stateDir } = this.opts;
+    await mkdir(stateDir, { recursive: true, mode: 0o700 });
+    await chmod(stateDir, 0o700);
+    this.state = await StateStore.open(stateDir);
+    for (const p of this.state.problems)
+      this.log.error({ file: p.file, problem: p.message }, 'state file unreadable; moved aside');
+    this.logs = LogStore.open(join(stateDir, LOG_DB_NAME), {
+      maxBytes: this.opts.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES,
+      maxAgeMs: this.opts.logMaxAgeMs ?? DEFAULT_LOG_MAX_AGE_MS,
+      // CR 2.10: a failing audit/log store must not stop the essential function (forwarding/filtering).
+      onError: (err) => this.log.error({ err }, 'blocked-traffic log write failed'),
+    });
+    this.supervisor = new ProxySupervisor({
+      logger: this.log,
+      onEvent: (e) => this.logs.enqueue([proxyEventToBlocked(e, this.index)]),
+    });
+    this.engine = new ApplyEngine({
+      state: this.state,
+      nft: this.nft,
+      logger: this.log,
+      onPlanChange: async (plan) => {
+        this.refreshIndex();
+        const r = await this.supervisor.applyPlan(plan, this.factories);
+        this.log.info({ proxies: r }, 'proxies follow the new plan');
+      },
+    });
+    const boot = await this.engine.boot();
+    if (boot.mode === 'fail-closed') {
+      // Loud on purpose: the operator must notice that the gateway forwards nothing.
+      this.log.fatal(
+        { reason: boot.reason },
+        'BOOTED FAIL-CLOSED: no confirmed policy could be loaded; forwarding is blocked, management stays reachable',
+      );
+    } else {
+      this.log.info(
+        { version: boot.versionId, pending: boot.pending ?? null },
+        'running the last confirmed policy',
+      );
+    }
+    this.refreshIndex();
+    await this.startLogIngest();
+    this.control = new ControlServer(socketPath(stateDir), this.handlers());
+    await this.control.start();
+    this.log.info({ socket: this.control.socketPath }, 'control socket ready');
+    await notifySystemd('READY=1', `STATUS=${boot.mode === 'fail-closed' ? 'fail-closed' : 'enforcing'}`);
+    const wd = watchdogIntervalMs(process.env);
+    if (wd !== undefined) this.watchdog = setInterval(() => void notifySystemd('WATCHDOG=1'), wd);
+  }
+
+  /** SIGHUP: re-sync the proxies to the running plan and restart ulogd2 if it died. The ruleset is untouched. */
+  async reload(): Promise<void> {
+    this.log.info('reload (SIGHUP)');
+    this.refreshIndex();
+    const plan = this.engine.currentPlan();
+    if (plan !== undefined) await this.supervisor.applyPlan(plan, this.factories);
+    if (this.opts.ulogd && (this.ulogd === undefined || this.ulogd.exitCode !== null))
+      await this.spawnUlogd();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    await notifySystemd('STOPPING=1');
+    if (this.watchdog !== undefined) clearInterval(this.watchdog);
+    await this.control?.stop();
+    this.engine?.close();
+    await this.supervisor?.stop();
+    await this.follower?.stop();
+    this.ulogd?.kill('SIGTERM');
+    this.logs?.flush();
+    this.logs?.close();
+    await this.state?.flush();
+    this.log.info('stopped; the loaded ruleset stays in force');
+  }
+
+  private refreshIndex(): void {
+    const running = this.engine.status().runningVersionId;
+    const version = running === null ? undefined : this.state.getVersion(running);
+    const zones = new Map<string, { fromZone: string; toZone: string }>();
+    const ifaceZone = new Map<string, string>();
+    if (version !== undefined) {
+      const r = validatePolicyText(version.text, version.file ?? 'running', {
+        now: new Date(version.when),
+      });
+      if (r.policy !== undefined) {
+        for (const c of r.policy.conduits.values()) zones.set(c.name, { fromZone: c.from, toZone: c.to });
+        for (const z of r.policy.zones.values()) for (const i of z.interfaces) ifaceZone.set(i, z.name);
+      }
+    }
+    this.index = { zones, ifaceZone };
+  }
+
+  private async startLogIngest(): Promise<void> {
+    const jsonFile = this.opts.ulogdJsonFile ?? join(this.opts.stateDir, ULOGD_JSON_NAME);
+    if (this.opts.ulogd) await this.spawnUlogd();
+    const follower = new JsonLineFollower(jsonFile, { start: 'end' });
+    follower.on('lines', (lines: string[]) => {
+      const events: BlockedEvent[] = [];
+      for (const line of lines) {
+        const parsed = parseUlogdLine(line);
+        if (!parsed.ok) continue;
+        const ev = toBlockedEvent(parsed.raw, (conduit, raw) => {
+          // A conduit names its zones; a drop outside any conduit is placed by its interfaces.
+          if (conduit !== undefined) return this.index.zones.get(conduit);
+          const zones: { fromZone?: string; toZone?: string } = {};
+          const from = raw.inIface === undefined ? undefined : this.index.ifaceZone.get(raw.inIface);
+          const to = raw.outIface === undefined ? undefined : this.index.ifaceZone.get(raw.outIface);
+          if (from !== undefined) zones.fromZone = from;
+          if (to !== undefined) zones.toZone = to;
+          return zones;
+        });
+        if (ev !== null) events.push(ev);
+      }
+      if (events.length > 0) this.logs.enqueue(events);
+    });
+    follower.on('error', (err: Error) => this.log.warn({ err }, 'ulogd2 JSON follower error'));
+    this.follower = follower;
+    await this.follower.start();
+  }
+
+  private async spawnUlogd(): Promise<void> {
+    const jsonFile = this.opts.ulogdJsonFile ?? join(this.opts.stateDir, ULOGD_JSON_NAME);
+    const conf = join(this.opts.stateDir, 'ulogd.conf');
+    await writeFile(conf, ulogdConfig({ group: DEFAULT_COMPILE_OPTIONS.nflogGroup, jsonFile }), {
+      mode: 0o600,
+    });
+    const child = spawn('ulogd', ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.ulogd = child;
+    child.stderr?.on('data', (d: Buffer) => this.log.warn({ ulogd: d.toString().trim() }, 'ulogd2'));
+    child.on('error', (err) =>
+      this.log.error({ err }, 'cannot start ulogd2 (is the ulogd2 package installed?)'),
+    );
+    child.on('exit', (code, signal) => {
+      if (this.stopping) return;
+      this.ulogdRestarts++;
+      const delay = Math.min(30_000, 500 * 2 ** Math.min(this.ulogdRestarts, 6));
+      this.log.error({ code, signal, retryInMs: delay }, 'ulogd2 exited; blocked-traffic logging paused');
+      setTimeout(() => {
+        if (!this.stopping) void this.spawnUlogd();
+      }, delay).unref();
+    });
+  }
+
+  private async status(): Promise<unknown> {
+    const engine = this.engine.status();
+    const version =
+      engine.runningVersionId === null ? undefined : this.state.getVersion(engine.runningVersionId);
+    let counters: Record<string, { packets: number; bytes: number }> = {};
+    let countersError: string | undefined;
+    try {
+      counters = await this.nft.counters();
+    } catch (err) {
+      countersError = err instanceof Error ? err.message : String(err);
+    }
+    const flows: { conduit: string; flow: string; packets: number; bytes: number }[] = [];
+    const conduitDrops: Record<string, number> = {};
+    const reasons: Record<string, number> = {};
+    for (const [name, c] of Object.entries(counters)) {
+      const ref = parseCounterName(name);
+      if (ref === undefined) continue;
+      if (ref.kind === 'flow') flows.push({ conduit: ref.conduit, flow: ref.flow, ...c });
+      else if (ref.kind === 'conduit') conduitDrops[ref.conduit] = c.packets;
+      else reasons[ref.reason] = c.packets;
+    }
+    flows.sort((a, b) => (a.conduit + '/' + a.flow).localeCompare(b.conduit + '/' + b.flow));
+    return {
+      gateway: {
+        pid: process.pid,
+        uptimeSec: Math.round((Date.now() - this.startedAt) / 1000),
+        user: osUser(),
+      },
+      mode: engine.mode,
+      version:
+        version === undefined
+          ? null
+          : {
+              id: version.id,
+              hash: version.hash,
+              when: version.when,
+              who: version.who,
+              comment: version.comment ?? null,
+            },
+      lastConfirmedVersionId: engine.lastConfirmedVersionId,
+      pending: engine.pending,
+      flows,
+      conduitDrops,
+      dropReasons: reasons,
+      countersError: countersError ?? null,
+      blocked: this.logs.counts(),
+      log: this.logs.stats(),
+      proxies: this.supervisor.health(),
+      ulogd: this.opts.ulogd
+        ? {
+            managed: true,
+            running: this.ulogd !== undefined && this.ulogd.exitCode === null,
+            restarts: this.ulogdRestarts,
+          }
+        : { managed: false },
+    };
+  }
+
+  private handlers(): ConstructorParameters<typeof ControlServer>[1] {
+    const str = (p: Record<string, unknown>, k: string): string | undefined => {
+      const v = p[k];
+      if (v === undefined || v === null) return undefined;
+      if (typeof v !== 'string') throw new ControlError('control.bad-param', `${k} must be a string`);
+      return v;
+    };
+    const int = (p: Record<string, unknown>, k: string): number | undefined => {
+      const v = p[k];
+      if (v === undefined || v === null) return undefined;
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
+        throw new ControlError('control.bad-param', `${k} must be a non-negative integer`);
+      return v;
+    };
+    const who = (p: Record<string, unknown>) => str(p, 'who') ?? 'unknown';
+    return {
+      status: () => this.status(),
+      apply: async (p) => {
+        const text = str(p, 'text');
+        if (text === undefined) throw new ControlError('control.bad-param', 'text (the policy) is required');
+        const opts: Parameters<ApplyEngine['apply']>[1] = { who: who(p) };
+        const file = str(p, 'file');
+        const comment = str(p, 'comment');
+        const confirmWithinSec = int(p, 'confirmWithinSec');
+        if (file !== undefined) opts.file = file;
+        if (comment !== undefined) opts.comment = comment;
+        if (confirmWithinSec !== undefined) opts.confirmWithinSec = confirmWithinSec;
+        return await this.engine.apply(text, opts);
+      },
+      confirm: (p) => this.engine.confirm(who(p)),
+      rollback: (p) => this.engine.rollback(who(p), int(p, 'versionId')),
+      versions: async () =>
+        this.state.versions().map((v) => ({
+          id: v.id,
+          hash: v.hash,
+          when: v.when,
+          who: v.who,
+          comment: v.comment ?? null,
+          status: v.status,
+          lint: v.lint,
+        })),
+      version: async (p) => {
+        const id = int(p, 'id');
+        const v = id === undefined ? undefined : this.state.getVersion(id);
+        if (v === undefined) throw new ControlError('state.no-version', `no version ${String(id)}`);
+        return v;
+      },
+      audit: async () => ({ entries: this.state.auditEntries(), dropped: this.state.auditDropped() }),
+      'logs.query': async (p) => this.logs.query(p as LogQuery),
+    };
+  }
+}
+
+/** Runs the daemon in the foreground until SIGTERM/SIGINT. */
+export async function runDaemon(opts: DaemonOptions): Promise<void> {
+  const daemon = new Daemon(opts);
+  const stop = (signal: string) => {
+    daemon.log.info({ signal }, 'stopping');
+    daemon.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        daemon.log.error({ err }, 'error while stopping');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => {
+    daemon.reload().catch((err: unknown) => daemon.log.error({ err }, 'reload failed'));
+  });
+  await daemon.start();
+}
