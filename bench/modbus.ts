@@ -1,0 +1,574 @@
+/**
+ * Modbus filter benchmark: `node bench/modbus.ts [--seconds 3] [--rounds 2] [--connections 1000]` (root).
+ *
+ * In one lab (network namespaces `slcMb-*`, real nft), a load generator in the HMI zone drives
+ * Read Holding Registers (10 registers) in closed loops — each master one persistent connection with one
+ * request in flight — against bench/modbus-echo-server.ts in the control zone, over two paths of the same
+ * compiled policy, in the same run:
+ * - plain: a `tcp` flow to port 5020, forwarded by nftables only;
+ * - filter: a `modbus` flow to port 502, redirected to the Modbus filter (test/lab/proxy-host.ts running the
+ *   proxy plan with modbusInspectorFactory, as the daemon does).
+ * With 1 and 50 concurrent masters it reports requests/s and p50/p99 latency, then the ratios against the
+ * goals (≥ 0.90× throughput at 50 masters, p99 ≤ 1.3×). Finally it opens 1,000 connections through the
+ * filter (each completes one request, then stays open) and reports the filter process's RSS (goal ≤ 96 MB).
+ * Scenarios alternate plain/filter per round so drift on a shared machine hits both paths alike.
+ *
+ * Every loop is bounded (time and request count); the lab is removed at the end, also on failure.
+ * The same file is the load generator: `--master` and `--hold` modes run inside the client namespace.
+ */
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import { execa } from 'execa';
+import { Nft } from '../gateway/nft.ts';
+import { compilePolicy } from '../policies/compile.ts';
+import type { CompileResult } from '../policies/types.ts';
+import { validatePolicyText } from '../policies/validate.ts';
+import type { Spawned } from '../test/lab/netns.ts';
+import { labUp, type Lab } from '../test/lab/topology.ts';
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const SELF = path.join(ROOT, 'bench/modbus.ts');
+
+// ---------------------------------------------------------------------------------------------------------
+// Load generator (runs inside the client namespace)
+
+export interface MasterResult {
+  masters: number;
+  intervalMs: number;
+  requests: number;
+  seconds: number;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+}
+
+/** Read Holding Registers, unit 1, address 0, quantity 10; the transaction id is patched per request. */
+function readRequest(): Buffer {
+  return Buffer.from([0, 0, 0, 0, 0, 6, 1, 3, 0, 0, 0, 10]);
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i] ?? NaN;
+}
+
+/**
+ * `masters` persistent connections, each with one request in flight, for `warmupMs` (not measured) plus
+ * `seconds`; at most `maxRequests` measured requests in all. With `intervalMs` 0 each master sends its next
+ * request as soon as the answer is in (closed loop: measures capacity); otherwise once per interval. Answers are framed by the MBAP length and
+ * must carry the request's transaction id and function 3, else they count as errors.
+ */
+export async function runMasters(
+  host: string,
+  port: number,
+  masters: number,
+  seconds: number,
+  maxRequests: number,
+  warmupMs: number,
+  intervalMs = 0,
+): Promise<MasterResult> {
+  const samples = new Float64Array(maxRequests);
+  let count = 0;
+  let errors = 0;
+  const t0 = performance.now();
+  const measureFrom = t0 + warmupMs;
+  const end = measureFrom + seconds * 1000;
+  const one = (): Promise<void> =>
+    new Promise<void>((resolve) => {
+      const s = net.connect({ host, port, noDelay: true });
+      const req = readRequest();
+      let tx = 0;
+      let sentAt = 0;
+      let pending: Buffer = Buffer.alloc(0);
+      let done = false;
+      const finish = (): void => {
+        if (done) return;
+        done = true;
+        s.destroy();
+        resolve();
+      };
+      // A stuck connection must not hold the run: give up a little after the window closes.
+      const guard = setTimeout(
+        () => {
+          errors++;
+          finish();
+        },
+        end - performance.now() + 5000,
+      );
+      const send = (): void => {
+        tx = (tx + 1) & 0xffff;
+        req.writeUInt16BE(tx, 0);
+        sentAt = performance.now();
+        s.write(req);
+      };
+      s.on('connect', send);
+      s.on('data', (d: Buffer) => {
+        pending = pending.length === 0 ? d : Buffer.concat([pending, d]);
+        while (pending.length >= 6 && pending.length >= 6 + pending.readUInt16BE(4)) {
+          const total = 6 + pending.readUInt16BE(4);
+          const ok = pending.readUInt16BE(0) === tx && pending[7] === 3;
+          pending = pending.subarray(total);
+          const now = performance.now();
+          if (!ok) errors++;
+          else if (sentAt >= measureFrom && now <= end && count < maxRequests)
+            samples[count++] = now - sentAt;
+          if (now >= end || count >= maxRequests) {
+            clearTimeout(guard);
+            finish();
+            return;
+          }
+          // Paced: the next poll starts one interval after the previous one did (a PLC poll cycle).
+          const wait = intervalMs > 0 ? sentAt + intervalMs - now : 0;
+          if (wait > 0) setTimeout(send, wait);
+          else send();
+        }
+      });
+      s.on('error', () => {
+        errors++;
+        clearTimeout(guard);
+        finish();
+      });
+      s.on('close', () => {
+        clearTimeout(guard);
+        finish();
+      });
+    });
+  await Promise.all(Array.from({ length: masters }, one));
+  const measured = Math.min(seconds, (performance.now() - measureFrom) / 1000);
+  const sorted = samples.subarray(0, count).sort();
+  return {
+    masters,
+    intervalMs,
+    requests: count,
+    seconds: measured,
+    rps: count / measured,
+    p50Ms: percentile(sorted, 50),
+    p99Ms: percentile(sorted, 99),
+    errors,
+  };
+}
+
+/**
+ * Opens `n` connections (at most 100 connecting at a time), completes one request on each so every
+ * connection has a live inspector, prints `{"held":n,"failed":k}` and keeps them open until killed.
+ */
+async function holdConnections(host: string, port: number, n: number): Promise<void> {
+  const sockets: net.Socket[] = [];
+  let failed = 0;
+  const open = (): Promise<void> =>
+    new Promise<void>((resolve) => {
+      const s = net.connect({ host, port, noDelay: true });
+      const timer = setTimeout(() => {
+        failed++;
+        s.destroy();
+        resolve();
+      }, 10_000);
+      s.on('error', () => {});
+      s.once('connect', () => s.write(readRequest()));
+      s.once('data', () => {
+        clearTimeout(timer);
+        sockets.push(s);
+        resolve();
+      });
+      s.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  for (let i = 0; i < n; i += 100) {
+    await Promise.all(Array.from({ length: Math.min(100, n - i) }, open));
+  }
+  const alive = sockets.filter((s) => !s.destroyed).length;
+  process.stdout.write(JSON.stringify({ held: alive, failed }) + '\n');
+  // Bounded: the orchestrator kills this process; if it does not, give up after a minute.
+  setTimeout(() => process.exit(0), 60_000);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Orchestrator
+
+const PREFIX = 'slcMb';
+const CLIENT = '10.233.1.10';
+const SERVER = '10.233.2.20';
+/** The filtered flow (Modbus filter), a relayed flow (same proxy, no inspection) and a plain tcp flow. */
+const PORTS = { filter: 502, relay: 503, plain: 5020 } as const;
+type PathName = keyof typeof PORTS;
+/** Paced scenario: each master polls once per this interval (a fast PLC poll cycle). */
+const PACED_INTERVAL_MS = 10;
+
+const POLICY = `version: 1
+gateway:
+  name: modbus-bench
+  management:
+    interface: mgmt0
+    allowFrom: [10.233.99.0/24]
+zones:
+  hmi: { securityLevel: 2, interfaces: [eth1], networks: [10.233.1.0/24] }
+  control: { securityLevel: 2, interfaces: [eth2], networks: [10.233.2.0/24] }
+assets:
+  master: { zone: hmi, addresses: [${CLIENT}] }
+  plc: { zone: control, addresses: [${SERVER}] }
+conduits:
+  hmi-to-control:
+    from: hmi
+    to: control
+    flows:
+      - name: poll
+        protocol: modbus
+        from: [master]
+        to: [plc]
+        port: ${PORTS.filter}
+        modbus:
+          unitIds: [1]
+          rules:
+            - functions: [read-holding-registers, read-input-registers]
+              addresses: 0-999
+      - name: relay
+        protocol: modbus
+        from: [master]
+        to: [plc]
+        port: ${PORTS.relay}
+        modbus:
+          rules:
+            - functions: [read-holding-registers]
+      - name: plain
+        protocol: tcp
+        from: [master]
+        to: [plc]
+        port: ${PORTS.plain}
+`;
+
+function compile(): CompileResult {
+  const v = validatePolicyText(POLICY, 'bench-modbus.yaml');
+  if (!v.ok || v.policy === undefined) throw new Error(`bench policy invalid: ${JSON.stringify(v.errors)}`);
+  return compilePolicy(v.policy);
+}
+
+type Line = Record<string, unknown>;
+
+/** Resolves with the first JSON stdout line of `child` that satisfies `pred`. */
+function waitLine(child: Spawned, pred: (l: Line) => boolean, ms: number): Promise<Line> {
+  return new Promise((resolve, reject) => {
+    let rest = '';
+    const timer = setTimeout(() => reject(new Error(`no expected output within ${ms} ms`)), ms);
+    const onData = (d: Buffer): void => {
+      rest += d.toString();
+      let nl: number;
+      while ((nl = rest.indexOf('\n')) >= 0) {
+        const text = rest.slice(0, nl);
+        rest = rest.slice(nl + 1);
+        let l: Line;
+        try {
+          l = JSON.parse(text) as Line;
+        } catch {
+          continue;
+        }
+        if (pred(l)) {
+          clearTimeout(timer);
+          child.stdout?.off('data', onData);
+          resolve(l);
+          return;
+        }
+      }
+    };
+    child.stdout?.on('data', onData);
+  });
+}
+
+async function procStatusMb(pid: number, field: 'VmRSS' | 'VmHWM'): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
+  if (m?.[1] === undefined) throw new Error(`no ${field} for pid ${pid}`);
+  return Number(m[1]) / 1024;
+}
+
+async function mtime(file: string): Promise<number> {
+  try {
+    return (await stat(file)).mtimeMs;
+  } catch {
+    return -1;
+  }
+}
+
+/**
+ * The filter host as the daemon runs it: compiled JavaScript (bin/sluice.js runs dist/), because Node's
+ * TypeScript type stripping keeps ~15-30 MB of its own in RSS. Uses dist/ when `make build` left it newer
+ * than the sources that matter, else compiles the project into `dir` (tsc still emits when another module
+ * has type errors; only the host file must come out).
+ */
+async function filterHost(dir: string): Promise<{ script: string; note: string }> {
+  const dist = path.join(ROOT, 'dist/test/lab/proxy-host.js');
+  const sources = [
+    'test/lab/proxy-host.ts',
+    'protocol-filters/core/proxy.ts',
+    'protocol-filters/core/supervisor.ts',
+    'protocol-filters/modbus/inspector.ts',
+    'protocol-filters/modbus/mbap.ts',
+    'protocol-filters/modbus/pdu.ts',
+    'protocol-filters/modbus/decide.ts',
+    'protocol-filters/modbus/response.ts',
+  ];
+  const built = await mtime(dist);
+  const newest = Math.max(...(await Promise.all(sources.map((s) => mtime(path.join(ROOT, s))))));
+  if (built >= newest) return { script: dist, note: 'dist/ (compiled JavaScript)' };
+  const out = path.join(dir, 'dist');
+  await execa('tsc', ['-p', path.join(ROOT, 'tsconfig.build.json'), '--outDir', out], {
+    cwd: ROOT,
+    reject: false,
+    env: { PATH: `${path.join(ROOT, 'node_modules/.bin')}:${process.env.PATH ?? ''}` },
+  });
+  const script = path.join(out, 'test/lab/proxy-host.js');
+  if ((await mtime(script)) < 0) throw new Error('could not compile test/lab/proxy-host.ts');
+  return { script, note: 'compiled JavaScript (dist/ was stale: built into a temporary directory)' };
+}
+
+interface Options {
+  seconds: number;
+  rounds: number;
+  connections: number;
+  maxRequests: number;
+}
+
+async function master(
+  lab: Lab,
+  port: number,
+  masters: number,
+  o: Options,
+  intervalMs = 0,
+): Promise<MasterResult> {
+  const args = [
+    SELF,
+    '--master',
+    '--host',
+    SERVER,
+    '--port',
+    String(port),
+    '--masters',
+    String(masters),
+    '--seconds',
+    String(o.seconds),
+    '--max-requests',
+    String(o.maxRequests),
+    '--interval-ms',
+    String(intervalMs),
+  ];
+  const r = await lab.exec(lab.hostNs('hmi', 'master'), process.execPath, args, {
+    cwd: ROOT,
+    timeout: (o.seconds + 30) * 1000,
+  });
+  return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as MasterResult;
+}
+
+interface Aggregate {
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+}
+
+/** Mean over rounds (each round's percentiles are over its own samples). */
+function aggregate(rs: MasterResult[]): Aggregate {
+  const mean = (f: (r: MasterResult) => number): number => rs.reduce((s, r) => s + f(r), 0) / rs.length;
+  return {
+    rps: mean((r) => r.rps),
+    p50Ms: mean((r) => r.p50Ms),
+    p99Ms: mean((r) => r.p99Ms),
+    errors: rs.reduce((s, r) => s + r.errors, 0),
+  };
+}
+
+interface Scenario {
+  name: string;
+  masters: number;
+  intervalMs: number;
+}
+
+const SCENARIOS: Scenario[] = [
+  { name: 'closed-loop, 1 master', masters: 1, intervalMs: 0 },
+  { name: 'closed-loop, 50 masters', masters: 50, intervalMs: 0 },
+  { name: `paced ${PACED_INTERVAL_MS} ms, 50 masters`, masters: 50, intervalMs: PACED_INTERVAL_MS },
+];
+
+async function orchestrate(o: Options): Promise<number> {
+  if (process.getuid?.() !== 0) {
+    console.error('bench/modbus.ts needs root (network namespaces and nft)');
+    return 1;
+  }
+  const { ruleset, plan } = compile();
+  const dir = await mkdtemp(path.join(tmpdir(), 'sluice-bench-modbus-'));
+  const host = await filterHost(dir);
+  const lab = await labUp({
+    prefix: PREFIX,
+    zones: [
+      { name: 'hmi', iface: 'eth1', subnet: '10.233.1.0/24', hosts: [{ name: 'master', address: CLIENT }] },
+      { name: 'control', iface: 'eth2', subnet: '10.233.2.0/24', hosts: [{ name: 'plc', address: SERVER }] },
+    ],
+  });
+  const stop = (): void => {
+    void lab.down().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', stop);
+  try {
+    await new Nft({ netns: lab.gw }).load(ruleset);
+    const echo = lab.spawn(
+      lab.hostNs('control', 'plc'),
+      process.execPath,
+      [
+        path.join(ROOT, 'bench/modbus-echo-server.ts'),
+        ...Object.values(PORTS).flatMap((p) => ['--port', String(p)]),
+      ],
+      { cwd: ROOT },
+    );
+    await waitLine(echo, (l) => 'listening' in l, 10_000);
+    const planFile = path.join(dir, 'plan.json');
+    await writeFile(planFile, JSON.stringify(plan));
+    const limits = { maxConnections: o.connections + 100, maxConnectionsPerSource: o.connections + 100 };
+    const proxy = lab.spawn(
+      lab.gw,
+      process.execPath,
+      [host.script, planFile, '--quiet', '--relay-flow', 'relay', '--limits', JSON.stringify(limits)],
+      { cwd: ROOT },
+    );
+    const ready = await waitLine(proxy, (l) => 'ready' in l || 'failed' in l, 15_000);
+    if (!('ready' in ready)) throw new Error(`filter did not start: ${JSON.stringify(ready)}`);
+    const pid = proxy.pid;
+    if (pid === undefined) throw new Error('filter process has no pid');
+
+    // Memory first, on the fresh process: what 1,000 connections cost, not what a throughput run left.
+    const rssIdle = await procStatusMb(pid, 'VmRSS');
+    const holder = lab.spawn(
+      lab.hostNs('hmi', 'master'),
+      process.execPath,
+      [SELF, '--hold', '--host', SERVER, '--port', String(PORTS.filter), '--masters', String(o.connections)],
+      { cwd: ROOT },
+    );
+    const held = await waitLine(holder, (l) => 'held' in l, 120_000);
+    await sleep(500);
+    const rssHeld = await procStatusMb(pid, 'VmRSS');
+    holder.kill('SIGKILL');
+    await holder;
+    await sleep(500);
+
+    // Sanity: every path answers without errors.
+    for (const port of Object.values(PORTS)) {
+      const s = await master(lab, port, 1, { ...o, seconds: 0.3 });
+      if (s.requests === 0 || s.errors > 0)
+        throw new Error(`sanity run on port ${port} failed: ${JSON.stringify(s)}`);
+    }
+
+    const results = new Map<string, MasterResult[]>();
+    const order: PathName[] = ['plain', 'filter', 'relay'];
+    for (let round = 0; round < o.rounds; round++) {
+      for (const sc of SCENARIOS) {
+        // Rotate which path goes first, so drift on a shared machine does not favour one path.
+        const paths = order.map((_, i) => order[(i + round) % order.length] as PathName);
+        for (const p of paths) {
+          const r = await master(lab, PORTS[p], sc.masters, o, sc.intervalMs);
+          const key = `${sc.name}|${p}`;
+          results.set(key, [...(results.get(key) ?? []), r]);
+          console.error(
+            `round ${round + 1}  ${sc.name.padEnd(24)} ${p.padEnd(6)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50Ms.toFixed(3)} ms  p99 ${r.p99Ms.toFixed(3)} ms  errors ${r.errors}`,
+          );
+        }
+      }
+    }
+    const rssAfter = await procStatusMb(pid, 'VmRSS');
+    const hwm = await procStatusMb(pid, 'VmHWM');
+
+    const get = (sc: Scenario, p: PathName): Aggregate => aggregate(results.get(`${sc.name}|${p}`) ?? []);
+    const met = (b: boolean): string => (b ? 'met' : 'NOT met');
+    const lines = [
+      '',
+      `Modbus filter benchmark: ${o.rounds} rounds × ${o.seconds} s per scenario and path; Read Holding Registers ×10.`,
+      `plain = nftables forward only; filter = Modbus filter (redirect + proxy + inspection); relay = same proxy, no inspection.`,
+      `Filter process: ${host.note}.`,
+      '',
+      'scenario                  path        req/s     p50 ms     p99 ms  errors',
+    ];
+    for (const sc of SCENARIOS) {
+      for (const p of order) {
+        const a = get(sc, p);
+        lines.push(
+          `${sc.name.padEnd(25)} ${p.padEnd(6)} ${a.rps.toFixed(0).padStart(10)} ${a.p50Ms.toFixed(3).padStart(10)} ${a.p99Ms.toFixed(3).padStart(10)} ${String(a.errors).padStart(7)}`,
+        );
+      }
+    }
+    lines.push('');
+    const ratios: Record<string, { tput: number; p99: number }> = {};
+    for (const sc of SCENARIOS) {
+      const pl = get(sc, 'plain');
+      const fi = get(sc, 'filter');
+      const re = get(sc, 'relay');
+      ratios[sc.name] = { tput: fi.rps / pl.rps, p99: fi.p99Ms / pl.p99Ms };
+      lines.push(
+        `ratios filter/plain, ${sc.name.padEnd(24)} throughput ${(fi.rps / pl.rps).toFixed(2)}×  p50 ${(fi.p50Ms / pl.p50Ms).toFixed(2)}×  p99 ${(fi.p99Ms / pl.p99Ms).toFixed(2)}×   (filter/relay throughput ${(fi.rps / re.rps).toFixed(2)}×)`,
+      );
+    }
+    const c50 = ratios['closed-loop, 50 masters'];
+    const p50 = ratios[`paced ${PACED_INTERVAL_MS} ms, 50 masters`];
+    lines.push(
+      '',
+      `goal throughput ≥ 0.90× at 50 masters: closed loop ${met((c50?.tput ?? 0) >= 0.9)}, paced ${met((p50?.tput ?? 0) >= 0.9)}`,
+      `goal p99 ≤ 1.3× at 50 masters: closed loop ${met((c50?.p99 ?? Infinity) <= 1.3)}, paced ${met((p50?.p99 ?? Infinity) <= 1.3)}`,
+      `filter RSS: ${rssIdle.toFixed(1)} MB idle, ${rssHeld.toFixed(1)} MB with ${String(held.held)} open connections (${String(held.failed)} failed); goal ≤ 96 MB: ${met(rssHeld <= 96 && held.held === o.connections)}`,
+      `filter RSS after the throughput runs: ${rssAfter.toFixed(1)} MB (peak ${hwm.toFixed(1)} MB)`,
+    );
+    console.log(lines.join('\n'));
+    return 0;
+  } finally {
+    process.off('SIGINT', stop);
+    await lab.down();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) === SELF;
+if (isMain) {
+  const { values } = parseArgs({
+    options: {
+      master: { type: 'boolean', default: false },
+      hold: { type: 'boolean', default: false },
+      host: { type: 'string', default: SERVER },
+      port: { type: 'string', default: String(PORTS.filter) },
+      masters: { type: 'string', default: '1' },
+      seconds: { type: 'string', default: '3' },
+      rounds: { type: 'string', default: '2' },
+      connections: { type: 'string', default: '1000' },
+      'max-requests': { type: 'string', default: '2000000' },
+      'interval-ms': { type: 'string', default: '0' },
+    },
+  });
+  const seconds = Number(values.seconds);
+  const maxRequests = Number(values['max-requests']);
+  if (values.master) {
+    const r = await runMasters(
+      values.host,
+      Number(values.port),
+      Number(values.masters),
+      seconds,
+      maxRequests,
+      300,
+      Number(values['interval-ms']),
+    );
+    process.stdout.write(JSON.stringify(r) + '\n');
+    process.exit(0);
+  } else if (values.hold) {
+    await holdConnections(values.host, Number(values.port), Number(values.masters));
+  } else {
+    process.exitCode = await orchestrate({
+      seconds,
+      rounds: Number(values.rounds),
+      connections: Number(values.connections),
+      maxRequests,
+    });
+  }
+}

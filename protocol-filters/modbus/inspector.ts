@@ -1,0 +1,280 @@
+/**
+ * ModbusInspector: the Modbus TCP filter as a ConnectionInspector, i.e. the glue between the socket side
+ * (core/proxy.ts moves bytes and applies verdicts) and the pure parser/decision in this folder.
+ *
+ * Per connection it keeps one MBAP decoder per direction and one TransactionTracker:
+ * - client → device: every complete ADU is parsed and decided. Allowed (and, in monitor mode, would-refuse)
+ *   requests are forwarded untouched and tracked; refused ones get an exception ADU built by the gateway,
+ *   never reach the device, and the connection stays usable. The tracker keeps every answer — the device's
+ *   and the gateway's — in request order, because many masters match answers by position rather than by
+ *   transaction id; so a refusal behind a request still at the device is only logged now and released from
+ *   `onServerData` right after the answer that unblocks it (see core/inspector.ts, "Reply ordering").
+ * - device → client: every ADU is paired to its request by transaction id and checked against it (unit id,
+ *   function, byte counts). Unpaired answers are dropped (a device must not be able to inject an answer the
+ *   master never asked for); an answer inconsistent with its request means the two ends disagree on the
+ *   stream, so the connection is closed.
+ * - Anything malformed from the client (bad MBAP header, impossible length, inconsistent PDU) closes this
+ *   connection only: after a bad length the framing is lost for good, and a frame the parser rejects is
+ *   exactly what must never reach a PLC. This holds in monitor mode too — monitor mode relaxes the *policy*
+ *   (which functions/addresses/values), not the protocol's well-formedness (IEC 62443-4-2 CR 3.5 input
+ *   validation protects the device whatever the conduit's mode).
+ *
+ * Event reasons are stable `modbus.*` codes (gateway/events.ts); `detail` is flat and JSON-ready: unit,
+ * function, addresses, values (describeRequest), the exception code and the human reason.
+ */
+import type {
+  ClientVerdict,
+  ConnectionInspector,
+  FilterEvent,
+  InspectorContext,
+  InspectorFactory,
+  ServerVerdict,
+} from '../core/inspector.ts';
+import type { ConduitMode, ModbusSpec } from '../../policies/types.ts';
+import { decideRequest, type RefusalCode } from './decide.ts';
+import { describeRequest } from './describe.ts';
+import { buildException } from './exception.ts';
+import { exceptionName } from './functions.ts';
+import { ModbusStreamDecoder } from './mbap.ts';
+import { parseRequestAdu } from './pdu.ts';
+import { parseResponseAdu, TransactionTracker } from './response.ts';
+import type { Adu, Invalid, ModbusRequest } from './types.ts';
+
+/** Stable event reasons of this filter (the blocked-traffic log's `reason`). */
+export const MODBUS_EVENT_REASONS = {
+  /** Request refused (or would be, in monitor mode) with exception 01. */
+  illegalFunction: 'modbus.illegal-function',
+  /** … with exception 02. */
+  illegalDataAddress: 'modbus.illegal-data-address',
+  /** … with exception 03. */
+  illegalDataValue: 'modbus.illegal-data-value',
+  /** … with exception 0A: the unit id is not allowed on this flow. */
+  unitNotAllowed: 'modbus.unit-not-allowed',
+  /** A client frame failed MBAP framing or PDU parsing: the connection was closed. */
+  malformed: 'modbus.malformed',
+  /** A device frame failed MBAP framing: the connection was closed. */
+  malformedResponse: 'modbus.malformed-response',
+  /** A device answer did not fit the request it was paired with: the connection was closed. */
+  badResponse: 'modbus.bad-response',
+  /** A device answer with no request waiting for its transaction id: dropped. */
+  unsolicited: 'modbus.unsolicited',
+  /** The client pipelined more unanswered requests than the limit: the connection was closed. */
+  tooManyOutstanding: 'too-many-outstanding-requests',
+} as const;
+
+function refusalReason(code: RefusalCode): string {
+  switch (code) {
+    case 0x01:
+      return MODBUS_EVENT_REASONS.illegalFunction;
+    case 0x02:
+      return MODBUS_EVENT_REASONS.illegalDataAddress;
+    case 0x03:
+      return MODBUS_EVENT_REASONS.illegalDataValue;
+    case 0x0a:
+      return MODBUS_EVENT_REASONS.unitNotAllowed;
+  }
+}
+
+/** The event of a refused (or would-be refused) request: what it asked for and why it was refused. */
+function refusalEvent(
+  req: ModbusRequest,
+  verdict: 'refuse' | 'would-refuse',
+  code: RefusalCode,
+  why: string,
+): FilterEvent {
+  const d = describeRequest(req);
+  const detail: Record<string, unknown> = {
+    transactionId: req.transactionId,
+    unit: d.unit,
+    function: d.function,
+    functionName: d.functionName,
+    addresses: d.addresses,
+    exception: code,
+    exceptionName: exceptionName(code),
+    why,
+  };
+  if (d.values !== undefined) detail.values = d.values;
+  if (d.detail !== undefined) detail.subFunction = d.detail;
+  return { reason: refusalReason(code), verdict, detail };
+}
+
+function malformedEvent(reason: string, bad: Invalid, adu?: Adu): FilterEvent {
+  const detail: Record<string, unknown> = { code: bad.code, message: bad.reason };
+  if (adu !== undefined) {
+    detail.transactionId = adu.transactionId;
+    detail.unit = adu.unitId;
+    detail.function = adu.pdu[0] ?? null;
+  }
+  return { reason, verdict: 'drop', detail };
+}
+
+/** The parsers of a framed ADU never ask for more bytes; should one ever do, that is a malformed frame. */
+function asInvalid(r: Invalid | { kind: 'need-more' }): Invalid {
+  return r.kind === 'invalid'
+    ? r
+    : { kind: 'invalid', code: 'frame.truncated', reason: 'frame shorter than its content' };
+}
+
+type ForwardVerdict = { action: 'forward'; bytes: Buffer };
+type CloseVerdict = { action: 'close'; event: FilterEvent };
+
+/** Sends consecutive forwards as one write: a chunk of several pipelined ADUs stays one TCP write. */
+function pushForward(out: { push(v: ForwardVerdict): number }, pending: Buffer[]): void {
+  if (pending.length === 0) return;
+  out.push({
+    action: 'forward',
+    bytes: pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending),
+  });
+  pending.length = 0;
+}
+
+export class ModbusInspector implements ConnectionInspector {
+  readonly #spec: ModbusSpec;
+  readonly #mode: ConduitMode;
+  readonly #fromClient = new ModbusStreamDecoder();
+  readonly #fromServer = new ModbusStreamDecoder();
+  readonly #tracker: TransactionTracker;
+  /** Set once a close verdict was returned: nothing more is parsed (the proxy drops later bytes anyway). */
+  #closed = false;
+
+  constructor(ctx: InspectorContext) {
+    const spec = ctx.entry.modbus;
+    // A modbus plan entry without rules is a compiler bug; refusing the connection (the proxy turns a throw
+    // here into `inspector-error`) fails closed instead of guessing a policy.
+    if (ctx.entry.protocol !== 'modbus' || spec === undefined) {
+      throw new Error(`plan entry ${ctx.entry.conduit}/${ctx.entry.flow} has no modbus spec`);
+    }
+    this.#spec = spec;
+    this.#mode = ctx.entry.mode;
+    this.#tracker = new TransactionTracker(ctx.limits.maxOutstandingRequests);
+  }
+
+  onClientData(chunk: Buffer): ClientVerdict[] {
+    const out: ClientVerdict[] = [];
+    if (this.#closed) return out;
+    const toServer: Buffer[] = [];
+    for (const item of this.#fromClient.push(chunk)) {
+      if (item.kind === 'invalid') {
+        pushForward(out, toServer);
+        return this.#close(out, malformedEvent(MODBUS_EVENT_REASONS.malformed, item));
+      }
+      const adu = item.frame;
+      const parsed = parseRequestAdu(adu);
+      if (parsed.kind !== 'frame') {
+        pushForward(out, toServer);
+        return this.#close(out, malformedEvent(MODBUS_EVENT_REASONS.malformed, asInvalid(parsed), adu));
+      }
+      const req = parsed.frame;
+      const decision = decideRequest(req, this.#spec, this.#mode);
+      if (decision.verdict === 'refuse') {
+        const answer = buildException(req.transactionId, req.unitId, req.function, decision.exceptionCode);
+        const r = this.#tracker.submit(req, answer);
+        if (r.kind === 'full') {
+          pushForward(out, toServer);
+          return this.#close(out, this.#tooMany());
+        }
+        const event = refusalEvent(req, 'refuse', decision.exceptionCode, decision.reason);
+        pushForward(out, toServer);
+        // `release` holds the refusal itself when nothing earlier is outstanding; otherwise it is queued in
+        // the tracker and leaves with the device answer that precedes it.
+        if (r.release.length === 0) {
+          out.push({ action: 'log', event });
+        } else {
+          out.push({
+            action: 'reply',
+            bytes: r.release.length === 1 ? (r.release[0] as Buffer) : Buffer.concat(r.release),
+            event,
+          });
+        }
+        continue;
+      }
+      const r = this.#tracker.submit(req, null);
+      if (r.kind === 'full') {
+        pushForward(out, toServer);
+        return this.#close(out, this.#tooMany());
+      }
+      if (decision.verdict === 'would-refuse') {
+        pushForward(out, toServer);
+        out.push({
+          action: 'forward',
+          bytes: req.adu,
+          event: refusalEvent(req, 'would-refuse', decision.exceptionCode, decision.reason),
+        });
+      } else {
+        toServer.push(req.adu);
+      }
+    }
+    pushForward(out, toServer);
+    return out;
+  }
+
+  onServerData(chunk: Buffer): ServerVerdict[] {
+    const out: ServerVerdict[] = [];
+    if (this.#closed) return out;
+    const toClient: Buffer[] = [];
+    for (const item of this.#fromServer.push(chunk)) {
+      if (item.kind === 'invalid') {
+        pushForward(out, toClient);
+        return this.#close(out, malformedEvent(MODBUS_EVENT_REASONS.malformedResponse, item));
+      }
+      const adu = item.frame;
+      const req = this.#tracker.pending(adu.transactionId);
+      if (req === undefined) {
+        pushForward(out, toClient);
+        out.push({
+          action: 'drop',
+          event: {
+            reason: MODBUS_EVENT_REASONS.unsolicited,
+            verdict: 'drop',
+            detail: {
+              transactionId: adu.transactionId,
+              unit: adu.unitId,
+              function: adu.pdu[0] ?? null,
+              why: 'no request is waiting for this transaction id',
+            },
+          },
+        });
+        continue;
+      }
+      const parsed = parseResponseAdu(adu, req);
+      if (parsed.kind !== 'frame') {
+        pushForward(out, toClient);
+        return this.#close(out, malformedEvent(MODBUS_EVENT_REASONS.badResponse, asInvalid(parsed), adu));
+      }
+      const m = this.#tracker.respond(adu.transactionId, adu.bytes);
+      // `pending` found it a moment ago, so this pairs; the check keeps the types honest.
+      if (m.kind === 'paired') for (const b of m.release) toClient.push(b);
+    }
+    pushForward(out, toClient);
+    return out;
+  }
+
+  hasPartialMessage(): boolean {
+    // Only the client's side: the slow-sender cut is about masters; a device's partial answer is bounded
+    // by the idle timeout.
+    return this.#fromClient.buffered > 0;
+  }
+
+  onClose(): void {
+    this.#closed = true;
+  }
+
+  #tooMany(): FilterEvent {
+    return {
+      reason: MODBUS_EVENT_REASONS.tooManyOutstanding,
+      verdict: 'drop',
+      detail: { limit: this.#tracker.maxOutstanding },
+    };
+  }
+
+  #close<T extends { push(v: CloseVerdict): number }>(out: T, event: FilterEvent): T {
+    this.#closed = true;
+    out.push({ action: 'close', event });
+    return out;
+  }
+}
+
+/** One shared, stateless factory: every connection gets its own ModbusInspector. */
+export const modbusInspectorFactory: InspectorFactory = {
+  create: (ctx) => new ModbusInspector(ctx),
+};
