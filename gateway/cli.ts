@@ -19,7 +19,8 @@ import { socketPath, LOG_DB_NAME, runDaemon } from './daemon.ts';
 import { LogStore, type LogQuery } from './logstore.ts';
 import type { StoredEvent, BlockedVerdict } from './events.ts';
 import { BLOCKED_VERDICTS } from './events.ts';
-import type { Problem } from '../policies/types.ts';
+import { IFNAME_RE, type Management, type Problem } from '../policies/types.ts';
+import { parseCidr } from '../policies/cidr.ts';
 
 export const EXIT_OK = 0;
 export const EXIT_INVALID = 1;
@@ -39,7 +40,9 @@ Policy:
   compile FILE [--out F] [--plan F]      print the nftables ruleset (or write it to F) and write the proxy plan
 
 Gateway (talks to the daemon over its unix socket in the state dir):
-  run [--ulogd]                          run the daemon in the foreground (systemd: Type=notify); --ulogd starts ulogd2 too
+  run [--ulogd] [--mgmt-interface IF --mgmt-allow CIDR,...]
+                                         run the daemon in the foreground (systemd: Type=notify); --ulogd starts
+                                         ulogd2 too; --mgmt-* keep management reachable when no policy is recorded
   apply FILE [--confirm-within S] [--comment T]
                                          validate, compile, check and load atomically; without confirm in S seconds it rolls back
   confirm                                keep the applied version
@@ -157,15 +160,40 @@ const run: Handler = async (args, io) => {
   const { values } = parse(
     'run',
     args,
-    { ...STATE_DIR_OPTION, ulogd: { type: 'boolean', default: false }, 'ulogd-json': { type: 'string' } },
+    {
+      ...STATE_DIR_OPTION,
+      ulogd: { type: 'boolean', default: false },
+      'ulogd-json': { type: 'string' },
+      'mgmt-interface': { type: 'string' },
+      'mgmt-allow': { type: 'string' },
+    },
     { min: 0, max: 0, names: 'no arguments' },
   );
   const opts: Parameters<typeof runDaemon>[0] = { stateDir: stateDirOf(values, io), ulogd: values.ulogd };
   if (values['ulogd-json'] !== undefined) opts.ulogdJsonFile = values['ulogd-json'];
+  const mgmtIf = values['mgmt-interface'] ?? io.env['SLUICE_MGMT_INTERFACE'];
+  const mgmtAllow = values['mgmt-allow'] ?? io.env['SLUICE_MGMT_ALLOW'];
+  if ((mgmtIf === undefined) !== (mgmtAllow === undefined))
+    throw new UsageError('cli.usage', 'sluice run: --mgmt-interface and --mgmt-allow go together');
+  if (mgmtIf !== undefined && mgmtAllow !== undefined)
+    opts.fallbackManagement = parseManagement(mgmtIf, mgmtAllow);
   await runDaemon(opts);
   // The daemon keeps the event loop alive until a signal stops it; exit code is set there.
   return await new Promise<number>(() => undefined);
 };
+
+/** `--mgmt-interface mgmt0 --mgmt-allow 10.99.0.0/24,fd00::/64` → the fail-closed ruleset's management access. */
+export function parseManagement(iface: string, allow: string): Management {
+  if (!IFNAME_RE.test(iface))
+    throw new UsageError('cli.usage', `sluice run: '${iface}' is not an interface name`);
+  const allowFrom = allow.split(',').map((t) => {
+    const parsed = parseCidr(t.trim());
+    if (parsed === undefined)
+      throw new UsageError('cli.usage', `sluice run: --mgmt-allow: '${t}' is not a CIDR`);
+    return parsed.cidr;
+  });
+  return { interface: iface, allowFrom, ports: [22, 8443] };
+}
 
 const apply: Handler = async (args, io) => {
   const { values, positionals } = parse(

@@ -23,7 +23,7 @@ import type { ProxyEvent } from '../protocol-filters/core/inspector.ts';
 import { relayInspectorFactory } from '../protocol-filters/core/relay.ts';
 import { modbusInspectorFactory } from '../protocol-filters/modbus/inspector.ts';
 import { parseCounterName } from '../policies/compile.ts';
-import { DEFAULT_COMPILE_OPTIONS } from '../policies/types.ts';
+import { DEFAULT_COMPILE_OPTIONS, type Management } from '../policies/types.ts';
 import { validatePolicyText } from '../policies/validate.ts';
 import { JsonLineFollower, parseUlogdLine, toBlockedEvent, ulogdConfig } from './ulogd.ts';
 import { notifySystemd, watchdogIntervalMs } from './sd-notify.ts';
@@ -37,6 +37,11 @@ export interface DaemonOptions {
   logMaxBytes?: number;
   logMaxAgeMs?: number;
   logger?: Logger;
+  /**
+   * Management access for the fail-closed ruleset when no recorded policy says where management is
+   * (first boot, lost state dir): without it the fail-closed gateway would lock its operator out.
+   */
+  fallbackManagement?: Management;
 }
 
 export const SOCKET_NAME = 'sluice.sock';
@@ -142,6 +147,9 @@ export class Daemon {
       state: this.state,
       nft: this.nft,
       logger: this.log,
+      ...(this.opts.fallbackManagement === undefined
+        ? {}
+        : { fallbackManagement: this.opts.fallbackManagement }),
       onPlanChange: async (plan) => {
         this.refreshIndex();
         const r = await this.supervisor.applyPlan(plan, this.factories);
