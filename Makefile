@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
 # Debian packages: the gateway's own (nftables, iproute2, ulogd2) and the test peers (mbpoll, iperf3).
-OS_PACKAGES := nftables iproute2 ulogd2 ulogd2-json mbpoll iperf3 procps
+OS_PACKAGES := nftables iproute2 ulogd2 ulogd2-json mbpoll iperf3 iputils-ping procps
 
 .PHONY: all deps os-deps node-deps build lint typecheck test test-unit test-integration demo demo-down bench clean
 
