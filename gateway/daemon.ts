@@ -379,6 +379,14 @@ export class Daemon {
         return v;
       },
       audit: async () => ({ entries: this.state.auditEntries(), dropped: this.state.auditDropped() }),
+      // For changes made outside the apply engine (UI accounts, logins): one audit log for everything (CR 2.8).
+      'audit.add': async (p) => {
+        const action = str(p, 'action');
+        const detail = str(p, 'detail') ?? '';
+        if (action === undefined || !/^[a-z][a-z0-9.-]{0,40}$/.test(action))
+          throw new ControlError('control.bad-param', 'action must match [a-z][a-z0-9.-]{0,40}');
+        return await this.state.audit({ who: who(p), action, detail: detail.slice(0, 4096) });
+      },
       'logs.query': async (p) => this.logs.query(p as LogQuery),
     };
   }
