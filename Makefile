@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
 # Debian packages: the gateway's own (nftables, iproute2, ulogd2) and the test peers (mbpoll, iperf3).
-OS_PACKAGES := nftables iproute2 ulogd2 ulogd2-json mbpoll iperf3 iputils-ping procps
+OS_PACKAGES := nftables iproute2 ulogd2 ulogd2-json mbpoll iperf3 iputils-ping procps chromium
 
 .PHONY: all deps os-deps node-deps build lint typecheck test test-unit test-integration demo demo-down bench clean
 
@@ -15,7 +15,7 @@ os-deps:
 
 # npm itself may run on the system Node; it only unpacks the lockfile, including the pinned `node` package.
 node_modules/.package-lock.json: package.json package-lock.json
-	npm ci --no-audit --no-fund
+	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 node-deps: node_modules/.package-lock.json
