@@ -20,6 +20,7 @@
  * identifier, interface name, address and number that reaches the script is re-checked against a whitelist
  * and anything else throws `compile.unsafe-*`, so even a validator bug cannot smuggle nft syntax in.
  */
+import { ICMP_TYPES_V4, ICMP_TYPES_V6 } from './icmp.ts';
 import { normaliseCidrSet, parseCidr, parseIp } from './cidr.ts';
 import { SluiceError } from './errors.ts';
 import { DEFAULT_COMPILE_OPTIONS, IFNAME_RE, NAME_RE } from './types.ts';
@@ -199,45 +200,9 @@ function logRateText(rate: LogRate): string {
   return `${rate.count}/${rate.unit}`;
 }
 
-// nft's ICMP type names (nft describe icmp type / icmpv6 type); a flow's names are rendered per family.
-const ICMP4_TYPES = new Set([
-  'echo-reply',
-  'destination-unreachable',
-  'source-quench',
-  'redirect',
-  'echo-request',
-  'router-advertisement',
-  'router-solicitation',
-  'time-exceeded',
-  'parameter-problem',
-  'timestamp-request',
-  'timestamp-reply',
-  'info-request',
-  'info-reply',
-  'address-mask-request',
-  'address-mask-reply',
-]);
-const ICMP6_TYPES = new Set([
-  'destination-unreachable',
-  'packet-too-big',
-  'time-exceeded',
-  'parameter-problem',
-  'echo-request',
-  'echo-reply',
-  'mld-listener-query',
-  'mld-listener-report',
-  'mld-listener-done',
-  'mld-listener-reduction',
-  'nd-router-solicit',
-  'nd-router-advert',
-  'nd-neighbor-solicit',
-  'nd-neighbor-advert',
-  'nd-redirect',
-  'router-renumbering',
-  'ind-neighbor-solicit',
-  'ind-neighbor-advert',
-  'mld2-listener-report',
-]);
+// A flow's ICMP names are rendered per family (policies/icmp.ts lists nft's names).
+const ICMP4_TYPES = new Set(ICMP_TYPES_V4);
+const ICMP6_TYPES = new Set(ICMP_TYPES_V6);
 
 // ---------------------------------------------------------------------------------------------------------
 // Small pure helpers.

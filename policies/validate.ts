@@ -10,6 +10,7 @@
  * whose errors carry the instance path and the failing schema node, which is what we need to translate them
  * into readable messages ("unknown field 'prot' (allowed: …)") at the right line:column.
  */
+import { ICMP_TYPES_V4, ICMP_TYPES_V6 } from './icmp.ts';
 import { Ajv } from 'ajv';
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import {
@@ -73,46 +74,7 @@ export interface ValidateOptions {
 
 // ---------------------------------------------------------------------------------------------- constants
 
-/** nft `icmp type` names (nft describe icmp type). */
-export const ICMP_TYPES_V4: readonly string[] = [
-  'echo-reply',
-  'destination-unreachable',
-  'source-quench',
-  'redirect',
-  'echo-request',
-  'router-advertisement',
-  'router-solicitation',
-  'time-exceeded',
-  'parameter-problem',
-  'timestamp-request',
-  'timestamp-reply',
-  'info-request',
-  'info-reply',
-  'address-mask-request',
-  'address-mask-reply',
-];
-/** nft `icmpv6 type` names (nft describe icmpv6 type). */
-export const ICMP_TYPES_V6: readonly string[] = [
-  'destination-unreachable',
-  'packet-too-big',
-  'time-exceeded',
-  'parameter-problem',
-  'echo-request',
-  'echo-reply',
-  'mld-listener-query',
-  'mld-listener-report',
-  'mld-listener-done',
-  'mld-listener-reduction',
-  'nd-router-solicit',
-  'nd-router-advert',
-  'nd-neighbor-solicit',
-  'nd-neighbor-advert',
-  'nd-redirect',
-  'router-renumbering',
-  'ind-neighbor-solicit',
-  'ind-neighbor-advert',
-  'mld2-listener-report',
-];
+export { ICMP_TYPES_V4, ICMP_TYPES_V6 };
 const ICMP_TYPES = new Set([...ICMP_TYPES_V4, ...ICMP_TYPES_V6]);
 
 export const OPCUA_SECURITY_MODES: readonly OpcuaSecurityMode[] = ['None', 'Sign', 'SignAndEncrypt'];
