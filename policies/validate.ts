@@ -74,7 +74,6 @@ export interface ValidateOptions {
 
 // ---------------------------------------------------------------------------------------------- constants
 
-export { ICMP_TYPES_V4, ICMP_TYPES_V6 };
 const ICMP_TYPES = new Set([...ICMP_TYPES_V4, ...ICMP_TYPES_V6]);
 
 export const OPCUA_SECURITY_MODES: readonly OpcuaSecurityMode[] = ['None', 'Sign', 'SignAndEncrypt'];
