@@ -18,10 +18,13 @@ import { Nft } from './nft.ts';
 import { LogStore, type LogQuery } from './logstore.ts';
 import type { BlockedEvent, BlockedVerdict } from './events.ts';
 import { ControlServer, ControlError } from './control.ts';
-import { ProxySupervisor, type InspectorFactories } from '../protocol-filters/core/supervisor.ts';
-import type { ProxyEvent } from '../protocol-filters/core/inspector.ts';
-import { relayInspectorFactory } from '../protocol-filters/core/relay.ts';
-import { modbusInspectorFactory } from '../protocol-filters/modbus/inspector.ts';
+import {
+  ProxySupervisor,
+  modbusInspectorFactory,
+  opcuaInspectorFactory,
+  type InspectorFactories,
+  type ProxyEvent,
+} from '../protocol-filters/index.ts';
 import { parseCounterName } from '../policies/compile.ts';
 import { DEFAULT_COMPILE_OPTIONS, type Management } from '../policies/types.ts';
 import { validatePolicyText } from '../policies/validate.ts';
@@ -114,10 +117,10 @@ export class Daemon {
   private readonly nft = new Nft();
   private index: ConduitIndex = { zones: new Map(), ifaceZone: new Map() };
   private readonly factories: InspectorFactories = {
+    // The same factory objects on every apply: the supervisor keeps unchanged proxies (and their
+    // connections) running only when entry and factory are both unchanged.
     modbus: modbusInspectorFactory,
-    // OPC UA inspection is its own issue; until it lands its flows are relayed (still confined by nft to
-    // the plan's sources and upstreams), never routed around the proxy.
-    opcua: relayInspectorFactory,
+    opcua: opcuaInspectorFactory,
   };
   private startedAt = Date.now();
 

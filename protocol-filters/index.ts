@@ -35,3 +35,5 @@ export {
   type InspectorFactories,
   type SupervisorOptions,
 } from './core/supervisor.ts';
+export { modbusInspectorFactory } from './modbus/inspector.ts';
+export { opcuaInspectorFactory } from './opcua/inspector.ts';

@@ -218,7 +218,7 @@ describe.skipIf(!isRoot && process.env['CI'] !== 'true')('gateway daemon in the 
     const r = await sluice('apply', file, '--comment', 'add 9090');
     expect(r.exitCode, r.stderr).toBe(0);
     const out = await client;
-    const result = JSON.parse(out.stdout) as { n: number; got: number; gap: number; error?: string };
+    const result = JSON.parse(String(out.stdout)) as { n: number; got: number; gap: number; error?: string };
     expect(result.error).toBeUndefined();
     expect(result.got).toBe(60);
     expect(result.gap).toBeLessThan(1000);
