@@ -82,7 +82,10 @@ export class ControlServer {
     socket.on('data', (chunk: string) => {
       buffered += chunk;
       if (buffered.length > MAX_REQUEST_BYTES) {
-        socket.end(JSON.stringify({ id: null, error: { code: 'control.too-large', message: 'request too large' } }) + '\n');
+        socket.end(
+          JSON.stringify({ id: null, error: { code: 'control.too-large', message: 'request too large' } }) +
+            '\n',
+        );
         return;
       }
       let nl: number;
@@ -104,12 +107,15 @@ export class ControlServer {
       } catch {
         throw new ControlError('control.bad-request', 'request is not JSON');
       }
-      if (typeof req !== 'object' || req === null) throw new ControlError('control.bad-request', 'request must be an object');
+      if (typeof req !== 'object' || req === null)
+        throw new ControlError('control.bad-request', 'request must be an object');
       const { id: rid, method, params } = req as { id?: unknown; method?: unknown; params?: unknown };
       id = rid ?? null;
-      if (typeof method !== 'string') throw new ControlError('control.bad-request', 'method must be a string');
+      if (typeof method !== 'string')
+        throw new ControlError('control.bad-request', 'method must be a string');
       const handler = this.handlers.get(method);
-      if (handler === undefined) throw new ControlError('control.unknown-method', `unknown method '${method}'`);
+      if (handler === undefined)
+        throw new ControlError('control.unknown-method', `unknown method '${method}'`);
       const p = typeof params === 'object' && params !== null ? (params as Record<string, unknown>) : {};
       reply = { id, result: (await handler(p)) ?? null };
     } catch (err) {
@@ -132,7 +138,9 @@ export async function controlCall(
     let buffered = '';
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new ControlError('control.timeout', `the daemon did not answer '${method}' within ${timeoutMs} ms`));
+      reject(
+        new ControlError('control.timeout', `the daemon did not answer '${method}' within ${timeoutMs} ms`),
+      );
     }, timeoutMs);
     socket.setEncoding('utf8');
     socket.on('connect', () => socket.write(JSON.stringify({ id: 1, method, params }) + '\n'));
@@ -154,7 +162,8 @@ export async function controlCall(
       socket.end();
       try {
         const res = JSON.parse(buffered.slice(0, nl)) as { result?: unknown; error?: ErrorBody };
-        if (res.error !== undefined) reject(new ControlError(res.error.code, res.error.message, res.error.data));
+        if (res.error !== undefined)
+          reject(new ControlError(res.error.code, res.error.message, res.error.data));
         else resolve(res.result);
       } catch {
         reject(new ControlError('control.bad-response', 'the daemon sent an unreadable answer'));
