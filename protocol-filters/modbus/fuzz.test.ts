@@ -4,8 +4,7 @@
  * ones with a seeded PRNG in a plain loop (cheap and reproducible: a failure prints its seed and iteration).
  */
 import { describe, it, expect } from 'vitest';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { getGc, mutateInto, prng, type MutatorOptions } from '../core/fuzz.ts';
 import { decideRequest } from './decide.ts';
 import { describeRequest } from './describe.ts';
 import { encodeAdu, u16 } from './frames.ts';
@@ -17,19 +16,6 @@ import type { ModbusSpec } from '../../policies/types.ts';
 
 const ITERATIONS = 1_000_000;
 const SEED = Number(process.env.MODBUS_FUZZ_SEED ?? 0x5eed1234) >>> 0;
-
-/** xorshift32: fast, seeded, good enough to pick mutations. */
-function prng(seed: number): () => number {
-  let s = seed || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
-}
 
 const regs = (n: number, v = 1): number[] => Array.from({ length: n }, () => u16(v)).flat();
 
@@ -124,16 +110,13 @@ const BOUNDARY_BYTES = [0, 1, 6, 0x7f, 0x80, 0xff];
 const BOUNDARY_WORDS = [
   0, 1, 2, 121, 122, 123, 124, 125, 126, 1968, 1969, 2000, 2001, 0x270f, 0xff00, 0xfffe, 0xffff,
 ];
-
-function getGc(): (() => void) | null {
-  try {
-    setFlagsFromString('--expose-gc');
-    const gc: unknown = runInNewContext('gc');
-    return typeof gc === 'function' ? () => void gc() : null;
-  } catch {
-    return null;
-  }
-}
+const MUTATOR: MutatorOptions = {
+  boundaryBytes: BOUNDARY_BYTES,
+  boundaryWords: BOUNDARY_WORDS,
+  word: 'u16be',
+  wordStart: (len, x) => 7 + ((x >>> 12) % Math.max(len - 8, 1)),
+  maxAppend: 16,
+};
 
 function checkRequest(r: ParseResult<ModbusRequest>, inputLength: number): void {
   if (r.kind === 'need-more') return;
@@ -177,38 +160,7 @@ describe('fuzz: 1,000,000 random and mutated frames', () => {
 
     /** Copies `seed` into scratch, mutates it, returns the length to use. */
     const mutate = (seed: Buffer): number => {
-      let len = seed.copy(scratch, 0);
-      const mutations = 1 + (rnd() % 3);
-      for (let m = 0; m < mutations; m++) {
-        const x = rnd();
-        const at = (x >>> 8) % Math.max(len, 1);
-        switch (x & 7) {
-          case 0:
-            scratch[at] = (scratch[at] ?? 0) ^ (1 << ((x >>> 4) & 7));
-            break;
-          case 1:
-            scratch[at] = BOUNDARY_BYTES[(x >>> 4) % BOUNDARY_BYTES.length] ?? 0;
-            break;
-          case 2:
-          case 3: {
-            // Quantities, addresses, counts live in 16-bit fields after the unit id.
-            const word = BOUNDARY_WORDS[(x >>> 4) % BOUNDARY_WORDS.length] ?? 0;
-            const pos = 7 + ((x >>> 12) % Math.max(len - 8, 1));
-            if (pos + 1 < len) scratch.writeUInt16BE(word, pos);
-            break;
-          }
-          case 4:
-            len = (x >>> 8) % (len + 1);
-            break;
-          case 5: {
-            const extra = 1 + ((x >>> 8) % 16);
-            for (let k = 0; k < extra && len < scratch.length; k++) scratch[len++] = rnd() & 0xff;
-            break;
-          }
-          default:
-            scratch[at] = rnd() & 0xff;
-        }
-      }
+      const len = mutateInto(scratch, seed, rnd, MUTATOR);
       // Half the time keep the MBAP length consistent, so the PDU parser (not only framing) is exercised.
       if (rnd() & 1 && len >= 6) scratch.writeUInt16BE(Math.min(len - 6, 0xffff), 4);
       return len;

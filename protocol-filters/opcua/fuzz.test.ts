@@ -5,8 +5,7 @@
  * (cheap and reproducible: a failure prints its seed and iteration; OPCUA_FUZZ_SEED picks another seed).
  */
 import { describe, it, expect } from 'vitest';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { getGc, mutateInto, prng, type MutatorOptions } from '../core/fuzz.ts';
 import {
   ActivateSessionRequest,
   AnonymousIdentityToken,
@@ -52,29 +51,6 @@ import {
 const ITERATIONS = 1_000_000;
 const SEED = Number(process.env.OPCUA_FUZZ_SEED ?? 0x0bca5eed) >>> 0;
 const MAX_CHUNK = 65536;
-
-/** xorshift32: fast, seeded, good enough to pick mutations. */
-function prng(seed: number): () => number {
-  let s = seed || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
-}
-
-function getGc(): (() => void) | null {
-  try {
-    setFlagsFromString('--expose-gc');
-    const gc: unknown = runInNewContext('gc');
-    return typeof gc === 'function' ? () => void gc() : null;
-  } catch {
-    return null;
-  }
-}
 
 const h = { requestHandle: 7 };
 const BODIES: Buffer[] = [
@@ -185,6 +161,13 @@ const BOUNDARY_BYTES = [0, 1, 2, 3, 0x41, 0x43, 0x46, 0x7f, 0x80, 0xff];
 const BOUNDARY_WORDS = [
   0, 1, 3, 24, 255, 256, 8191, 8192, 65535, 65536, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff,
 ];
+const MUTATOR: MutatorOptions = {
+  boundaryBytes: BOUNDARY_BYTES,
+  boundaryWords: BOUNDARY_WORDS,
+  word: 'u32le',
+  wordStart: (_len, x) => (x >>> 8) % Math.max(_len, 1),
+  maxAppend: 24,
+};
 
 function newInspector(): OpcuaInspector {
   return new OpcuaInspector(
@@ -237,37 +220,7 @@ describe('fuzz: 1,000,000 mutated OPC UA frames', () => {
     let iteration = 0;
 
     const mutate = (seed: Buffer): number => {
-      let len = seed.copy(scratch, 0);
-      const mutations = 1 + (rnd() % 3);
-      for (let m = 0; m < mutations; m++) {
-        const x = rnd();
-        const at = (x >>> 8) % Math.max(len, 1);
-        switch (x & 7) {
-          case 0:
-            scratch[at] = (scratch[at] ?? 0) ^ (1 << ((x >>> 4) & 7));
-            break;
-          case 1:
-            scratch[at] = BOUNDARY_BYTES[(x >>> 4) % BOUNDARY_BYTES.length] ?? 0;
-            break;
-          case 2:
-          case 3: {
-            // Sizes, lengths, counts and ids are UInt32/Int32 fields.
-            const word = BOUNDARY_WORDS[(x >>> 4) % BOUNDARY_WORDS.length] ?? 0;
-            if (at + 4 <= len) scratch.writeUInt32LE(word >>> 0, at);
-            break;
-          }
-          case 4:
-            len = (x >>> 8) % (len + 1);
-            break;
-          case 5: {
-            const extra = 1 + ((x >>> 8) % 24);
-            for (let k = 0; k < extra && len < scratch.length; k++) scratch[len++] = rnd() & 0xff;
-            break;
-          }
-          default:
-            scratch[at] = rnd() & 0xff;
-        }
-      }
+      const len = mutateInto(scratch, seed, rnd, MUTATOR);
       // Mostly keep the size field consistent, so the parsers behind the framing are exercised.
       if ((rnd() & 3) !== 0 && len >= 8) scratch.writeUInt32LE(len, 4);
       return len;
