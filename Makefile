@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 # Debian packages: the gateway's own (nftables, iproute2, ulogd2) and the test peers (mbpoll, iperf3).
 OS_PACKAGES := nftables iproute2 ulogd2 ulogd2-json mbpoll iperf3 iputils-ping procps chromium
 
-.PHONY: all deps os-deps node-deps build lint typecheck test test-unit test-integration demo demo-down bench clean
+.PHONY: all deps os-deps node-deps build lint typecheck test test-unit test-integration demo demo-down bench clean install uninstall
 
 all: build
 
@@ -39,8 +39,11 @@ test-unit: node-deps
 test-integration: deps build
 	vitest run --project integration
 
+# The JSON report feeds the plain "N passed, N failed" line CI reads; vitest's own exit code still decides.
 test: deps lint typecheck build
-	vitest run
+	@mkdir -p test-output
+	status=0; vitest run --reporter=default --reporter=json --outputFile.json=test-output/vitest.json || status=$$?; \
+	  node test/summary.ts test-output/vitest.json || true; exit $$status
 
 demo: deps build
 	bash test/lab/demo.sh
@@ -53,3 +56,12 @@ bench: deps build
 
 clean:
 	rm -rf dist test-output
+
+# Install on a gateway (docs/install.md). DESTDIR, PREFIX, APPDIR, … are passed through to systemd/install.sh;
+# with DESTDIR empty on a systemd host it also creates the user and enables the units. PURGE=1 on uninstall
+# removes the state too.
+install: build
+	bash systemd/install.sh install
+
+uninstall:
+	bash systemd/install.sh uninstall
