@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Installs or removes Sluice on a gateway: `install.sh install|uninstall`, called by `make install|uninstall`.
+#
+# Layout (each overridable from the environment; DESTDIR is prepended to all of them):
+#   APPDIR=/opt/sluice          the built app (dist/, bin/, docs/, examples/) with its production node_modules,
+#                               including the pinned Node runtime (node_modules/node/bin/node)
+#   PREFIX=/usr                 PREFIX/bin/sluice: a wrapper that runs the app on the pinned Node
+#   UNITDIR=/lib/systemd/system the units of systemd/
+#   CONFDIR=/etc/sluice         sluice.env (written only when absent) and ulogd.conf
+#   STATEDIR=/var/lib/sluice    state, mode 0700: created if missing, its contents are never touched (upgrade
+#                               keeps the policy versions, the running policy, users and audit log)
+#   LOGDIR=/var/log/sluice      ulogd2's JSON hand-over file
+# On a live system (DESTDIR empty and systemd running) it also creates the `sluice` user, reloads systemd and
+# enables the units; an upgrade restarts the units that were running. Anything else only lays out files, so
+# packaging (DESTDIR=…) and tests never touch the host.
+# `uninstall` removes everything but STATEDIR and LOGDIR; PURGE=1 removes those (and the user) too.
+set -euo pipefail
+
+ACTION="${1:-}"
+SRC="$(cd "$(dirname "$0")/.." && pwd)"
+DESTDIR="${DESTDIR:-}"
+APPDIR="${APPDIR:-/opt/sluice}"
+PREFIX="${PREFIX:-/usr}"
+UNITDIR="${UNITDIR:-/lib/systemd/system}"
+CONFDIR="${CONFDIR:-/etc/sluice}"
+STATEDIR="${STATEDIR:-/var/lib/sluice}"
+LOGDIR="${LOGDIR:-/var/log/sluice}"
+PURGE="${PURGE:-0}"
+UNITS=(sluice-boot.service sluice-ulogd.service sluice.service sluice-ui.service)
+
+D="$DESTDIR"
+live=0
+if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then live=1; fi
+
+say() { echo "sluice install: $*" >&2; }
+
+# Unit files name the default paths; rewrite them when the layout differs.
+render_unit() {
+  sed -e "s#/opt/sluice#${APPDIR}#g" -e "s#/etc/sluice#${CONFDIR}#g" \
+    -e "s#/var/lib/sluice#${STATEDIR}#g" -e "s#/var/log/sluice#${LOGDIR}#g" "$1"
+}
+
+copy_app() {
+  local stage="$D$APPDIR.new.$$"
+  rm -rf "$stage"
+  mkdir -p "$stage/bin" "$stage/node_modules"
+  cp "$SRC/package.json" "$SRC/package-lock.json" "$stage/"
+  cp "$SRC/bin/sluice.js" "$stage/bin/"
+  cp -R "$SRC/dist" "$stage/dist"
+  for d in docs examples web-ui/public; do
+    if [ -d "$SRC/$d" ]; then
+      mkdir -p "$stage/$(dirname "$d")"
+      cp -R "$SRC/$d" "$stage/$d"
+    fi
+  done
+  rm -f "$stage"/examples/*.test.ts
+  # Production dependencies only: the closure npm itself computes from the installed, lockfile-pinned tree
+  # (no network, no dev tools, the `node` package with its binary included). A package nested under another
+  # one's node_modules comes along with its parent.
+  local list
+  list="$(cd "$SRC" && npm ls --omit=dev --all --parseable 2>/dev/null | tail -n +2 | sed "s#^$SRC/node_modules/##" | sort -u)"
+  [ -n "$list" ] || { say "no production dependencies found: run 'make node-deps' first"; exit 1; }
+  local last=''
+  while IFS= read -r rel; do
+    if [ -n "$last" ] && [[ "$rel" == "$last"/* ]]; then continue; fi
+    mkdir -p "$stage/node_modules/$(dirname "$rel")"
+    cp -R "$SRC/node_modules/$rel" "$stage/node_modules/$rel"
+    last="$rel"
+  done <<<"$list"
+  mkdir -p "$stage/node_modules/.bin"
+  ln -sf ../node/bin/node "$stage/node_modules/.bin/node"
+  test -x "$stage/node_modules/node/bin/node" || { say "the pinned Node runtime is missing from node_modules/node"; exit 1; }
+  chmod -R u=rwX,go=rX "$stage"
+  # Swap the whole tree in one rename, so a running daemon's next restart never sees half an upgrade.
+  if [ -e "$D$APPDIR" ]; then
+    rm -rf "$D$APPDIR.old.$$"
+    mv "$D$APPDIR" "$D$APPDIR.old.$$"
+    mv "$stage" "$D$APPDIR"
+    rm -rf "$D$APPDIR.old.$$"
+  else
+    mkdir -p "$(dirname "$D$APPDIR")"
+    mv "$stage" "$D$APPDIR"
+  fi
+}
+
+write_ulogd_conf() {
+  local conf="$D$CONFDIR/ulogd.conf"
+  [ -e "$conf" ] && return 0
+  # The text comes from the same function the lab uses (gateway/ulogd.ts), run on the bundled Node. The
+  # plugin dir is the target's multiarch path; when ulogd2 is not installed here, Debian's for this machine.
+  local multiarch
+  multiarch="$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch 2>/dev/null || echo "$(uname -m)-linux-gnu")"
+  "$D$APPDIR/node_modules/node/bin/node" --input-type=module -e "
+    const u = await import('$D$APPDIR/dist/gateway/ulogd.js');
+    const t = await import('$D$APPDIR/dist/policies/types.js');
+    process.stdout.write(u.ulogdConfig({
+      group: t.DEFAULT_COMPILE_OPTIONS.nflogGroup,
+      jsonFile: '$LOGDIR/ulogd.json',
+      pluginDir: u.findUlogdPluginDir() ?? '/usr/lib/$multiarch/ulogd',
+    }));" >"$conf.tmp"
+  chmod 0644 "$conf.tmp"
+  mv "$conf.tmp" "$conf"
+}
+
+do_install() {
+  test -f "$SRC/dist/gateway/cli.js" || { say "dist/ is missing: run 'make build' first"; exit 1; }
+  local upgrade=0
+  [ -e "$D$APPDIR/bin/sluice.js" ] && upgrade=1
+  copy_app
+
+  mkdir -p "$D$PREFIX/bin"
+  cat >"$D$PREFIX/bin/sluice" <<EOF
+#!/bin/sh
+# Runs Sluice on its own pinned Node runtime, whatever node is on PATH.
+exec "$APPDIR/node_modules/node/bin/node" "$APPDIR/bin/sluice.js" "\$@"
+EOF
+  chmod 0755 "$D$PREFIX/bin/sluice"
+
+  mkdir -p "$D$UNITDIR"
+  for u in "${UNITS[@]}"; do
+    render_unit "$SRC/systemd/$u" >"$D$UNITDIR/$u"
+    chmod 0644 "$D$UNITDIR/$u"
+  done
+  install -D -m 0644 "$SRC/systemd/sluice.sysusers" "$D/usr/lib/sysusers.d/sluice.conf"
+  install -D -m 0644 "$SRC/systemd/sluice.logrotate" "$D/etc/logrotate.d/sluice"
+
+  mkdir -p "$D$CONFDIR"
+  chmod 0755 "$D$CONFDIR"
+  if [ ! -e "$D$CONFDIR/sluice.env" ]; then
+    render_unit "$SRC/systemd/sluice.env" >"$D$CONFDIR/sluice.env"
+    chmod 0644 "$D$CONFDIR/sluice.env"
+  fi
+  write_ulogd_conf
+
+  # The state dir is created, never emptied or rewritten: an upgrade keeps the running policy.
+  mkdir -p "$D$STATEDIR" "$D$LOGDIR"
+  chmod 0700 "$D$STATEDIR"
+  chmod 0750 "$D$LOGDIR"
+
+  if [ "$live" = 1 ]; then
+    bash "$SRC/systemd/install-deps.sh" nftables ulogd2 ulogd2-json procps
+    systemd-sysusers /usr/lib/sysusers.d/sluice.conf
+    chown sluice:sluice "$STATEDIR" "$LOGDIR"
+    systemctl daemon-reload
+    systemctl enable "${UNITS[@]}"
+    if [ "$upgrade" = 1 ]; then
+      # The daemon reloads the recorded policy at start (what is recorded wins); the kernel keeps enforcing
+      # the old ruleset during the restart.
+      systemctl try-restart sluice-ulogd.service sluice.service sluice-ui.service
+      say "upgraded; running units restarted"
+    else
+      say "installed and enabled. Set SLUICE_MGMT_INTERFACE/SLUICE_MGMT_ALLOW and SLUICE_UI_LISTEN in"
+      say "$CONFDIR/sluice.env, then: systemctl start sluice-boot sluice-ulogd sluice sluice-ui"
+    fi
+  else
+    say "files laid out under ${DESTDIR:-/} (no systemd actions: not a live system)"
+  fi
+}
+
+do_uninstall() {
+  if [ "$live" = 1 ]; then
+    # Stopping leaves the ruleset in the kernel: removing the software must not open the plant.
+    # (`nft delete table inet sluice` removes it, when that is really wanted.)
+    systemctl disable --now "${UNITS[@]}" 2>/dev/null || true
+  fi
+  for u in "${UNITS[@]}"; do rm -f "$D$UNITDIR/$u"; done
+  rm -rf "$D$APPDIR" "$D$CONFDIR"
+  rm -f "$D$PREFIX/bin/sluice" "$D/usr/lib/sysusers.d/sluice.conf" "$D/etc/logrotate.d/sluice"
+  if [ "$PURGE" = 1 ]; then
+    rm -rf "$D$STATEDIR" "$D$LOGDIR"
+    if [ "$live" = 1 ] && getent passwd sluice >/dev/null; then userdel sluice || true; fi
+    say "removed, state purged"
+  else
+    say "removed; state kept in $D$STATEDIR (PURGE=1 removes it)"
+  fi
+  if [ "$live" = 1 ]; then systemctl daemon-reload; fi
+}
+
+case "$ACTION" in
+  install) do_install ;;
+  uninstall) do_uninstall ;;
+  *)
+    echo "usage: $0 install|uninstall" >&2
+    exit 2
+    ;;
+esac
