@@ -21,6 +21,7 @@ import type { ProxyLimits } from '../../protocol-filters/core/proxy.ts';
 import { relayInspectorFactory } from '../../protocol-filters/core/relay.ts';
 import { ProxySupervisor } from '../../protocol-filters/core/supervisor.ts';
 import { modbusInspectorFactory } from '../../protocol-filters/modbus/inspector.ts';
+import { opcuaInspectorFactory } from '../../protocol-filters/opcua/inspector.ts';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -57,7 +58,7 @@ const relayed = new ProxySupervisor(options);
 const results = await Promise.all([
   filtered.applyPlan(
     { version: 1, entries: plan.entries.filter((e) => !relayFlows.has(e.flow)) },
-    { modbus: modbusInspectorFactory, opcua: relayInspectorFactory },
+    { modbus: modbusInspectorFactory, opcua: opcuaInspectorFactory },
   ),
   relayed.applyPlan(
     { version: 1, entries: plan.entries.filter((e) => relayFlows.has(e.flow)) },
