@@ -10,10 +10,14 @@ const major = Number(process.versions.node.split('.')[0]);
 if (major < 22) {
   const pinned = fileURLToPath(new URL('../node_modules/.bin/node', import.meta.url));
   if (!existsSync(pinned)) {
-    console.error(`sluice needs Node >= 22.12 (this is ${process.version}); run 'make build' to install the pinned runtime`);
+    console.error(
+      `sluice needs Node >= 22.12 (this is ${process.version}); run 'make build' to install the pinned runtime`,
+    );
     process.exit(2);
   }
-  const r = spawnSync(pinned, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
+  const r = spawnSync(pinned, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+    stdio: 'inherit',
+  });
   process.exit(r.status ?? 1);
 }
 const { runCli } = await import('../dist/gateway/cli.js');

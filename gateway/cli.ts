@@ -6,6 +6,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { writeFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
+import { setPriority } from 'node:os';
 import { SluiceError, UsageError } from '../policies/errors.ts';
 import { validatePolicyFile } from '../policies/validate.ts';
 import { formatProblem, formatReport, reportJson } from '../policies/format.ts';
@@ -52,6 +53,19 @@ Gateway (talks to the daemon over its unix socket in the state dir):
   logs [--since 10m] [--until T] [--conduit X] [--zone Z] [--src IP] [--dst IP] [--port N] [--protocol P]
        [--verdict V] [--reason R] [--limit N] [--json] [--follow]
                                          query the blocked-traffic log
+
+Install (docs/install.md):
+  backup FILE [--include-logs]           state (versions, audit log, users, certificates) → one checked archive
+  restore FILE [--sha256 HEX] [--force]  verify the archive, then restore it (stop the daemon first)
+  boot-ruleset                           load the last confirmed ruleset or the fail-closed one, then exit
+                                         (sluice-boot.service, before any interface comes up)
+
+Web UI:
+  ui [--listen 127.0.0.1:8443] [--tls-cert F --tls-key F]
+                                         run the web UI and JSON API as its own process (HTTPS with a generated
+                                         self-signed certificate unless given; plain HTTP only on loopback)
+  user add NAME --role admin|integrator|operator|auditor [--password-stdin]
+  user remove NAME | user list           UI accounts (the password is prompted for, or read from stdin)
 
 Lab (network namespaces on this machine; never touches the host's interfaces):
   lab up | down | status                 the demo lab: zones, gateway, simulated PLC and HMI traffic
@@ -508,6 +522,192 @@ const lab: Handler = async (args, io) => {
   throw new UsageError('cli.usage', `sluice lab: expected up, down or status, not '${action ?? ''}'`);
 };
 
+// --- install: backup, restore, early-boot ruleset (gateway/backup.ts, systemd/sluice-boot.service) ---
+
+const backup: Handler = async (args, io) => {
+  const { values, positionals } = parse(
+    'backup',
+    args,
+    { ...STATE_DIR_OPTION, 'include-logs': { type: 'boolean', default: false } },
+    { min: 1, max: 1, names: 'one archive FILE' },
+  );
+  const { createBackup } = await import('./backup.ts');
+  const r = await createBackup({
+    stateDir: stateDirOf(values, io),
+    file: positionals[0] as string,
+    includeLogs: values['include-logs'],
+    now: io.now,
+  });
+  io.stdout(
+    `backup of ${r.manifest.gateway} (sluice ${r.manifest.sluiceVersion}): ${r.manifest.files.length} files, ${r.bytes} bytes\n` +
+      `sha256 ${r.archiveSha256}  (keep it apart from the archive; 'sluice restore --sha256' checks it)\n`,
+  );
+  return EXIT_OK;
+};
+
+const restore: Handler = async (args, io) => {
+  const { values, positionals } = parse(
+    'restore',
+    args,
+    { ...STATE_DIR_OPTION, force: { type: 'boolean', default: false }, sha256: { type: 'string' } },
+    { min: 1, max: 1, names: 'one archive FILE' },
+  );
+  const { restoreBackup } = await import('./backup.ts');
+  const r = await restoreBackup({
+    stateDir: stateDirOf(values, io),
+    file: positionals[0] as string,
+    force: values.force,
+    ...(values.sha256 === undefined ? {} : { sha256: values.sha256 }),
+  });
+  io.stdout(
+    `restored ${r.restored.length} files from ${r.manifest.gateway} (sluice ${r.manifest.sluiceVersion}, ${r.manifest.created}); ` +
+      'start the daemon to load the restored policy\n',
+  );
+  return EXIT_OK;
+};
+
+const bootRuleset: Handler = async (args, io) => {
+  const { values } = parse('boot-ruleset', args, STATE_DIR_OPTION, { min: 0, max: 0, names: 'no arguments' });
+  const [{ StateStore }, { ApplyEngine }, { Nft }] = await Promise.all([
+    import('./state.ts'),
+    import('./apply.ts'),
+    import('./nft.ts'),
+  ]);
+  const mgmtIf = io.env['SLUICE_MGMT_INTERFACE'];
+  const mgmtAllow = io.env['SLUICE_MGMT_ALLOW'];
+  const state = await StateStore.open(stateDirOf(values, io));
+  const engine = new ApplyEngine({
+    state,
+    nft: new Nft(),
+    ...(mgmtIf && mgmtAllow ? { fallbackManagement: parseManagement(mgmtIf, mgmtAllow) } : {}),
+  });
+  // A failed load (even of the fail-closed ruleset) throws: the unit fails and forwarding stays off.
+  const r = await engine.boot();
+  engine.close();
+  await state.flush();
+  io.stdout(
+    r.mode === 'fail-closed'
+      ? `FAIL-CLOSED ruleset loaded (no forwarding): ${r.reason ?? ''}\n`
+      : `loaded version ${r.versionId ?? '?'}\n`,
+  );
+  return EXIT_OK;
+};
+
+const ui: Handler = async (args, io) => {
+  const { values } = parse(
+    'ui',
+    args,
+    {
+      ...STATE_DIR_OPTION,
+      listen: { type: 'string', default: '127.0.0.1:8443' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+    },
+    { min: 0, max: 0, names: 'no arguments' },
+  );
+  // Loaded on demand: the UI's dependencies (Fastify) are not needed by the other commands.
+  const { startUi } = await import('../web-ui/server.ts');
+  const cert = values['tls-cert'];
+  const key = values['tls-key'];
+  if ((cert === undefined) !== (key === undefined))
+    throw new UsageError('cli.usage', 'sluice ui: --tls-cert and --tls-key go together');
+  const opts: Parameters<typeof startUi>[0] = { stateDir: stateDirOf(values, io), listen: values.listen };
+  if (cert !== undefined && key !== undefined)
+    opts.tls = { cert: await readFile(cert, 'utf8'), key: await readFile(key, 'utf8') };
+  // Below the daemon in CPU priority: a flood of browsers must not starve the protocol filters.
+  try {
+    setPriority(0, 10);
+  } catch {
+    // not permitted (e.g. already niced further): run as is
+  }
+  const running = await startUi(opts);
+  const stop = () => void running.close().then(() => process.exit(0));
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  return await new Promise<number>(() => undefined);
+};
+
+async function readPassword(fromStdin: boolean): Promise<string> {
+  if (fromStdin || !process.stdin.isTTY) {
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    return Buffer.concat(chunks)
+      .toString('utf8')
+      .replace(/\r?\n$/, '');
+  }
+  // On a TTY: read without echo, twice.
+  const ask = (prompt: string) =>
+    new Promise<string>((resolve) => {
+      process.stderr.write(prompt);
+      const stdin = process.stdin;
+      stdin.setRawMode(true);
+      stdin.resume();
+      let buf = '';
+      const onData = (d: Buffer) => {
+        for (const ch of d.toString('utf8')) {
+          if (ch === '\r' || ch === '\n') {
+            stdin.setRawMode(false);
+            stdin.pause();
+            stdin.off('data', onData);
+            process.stderr.write('\n');
+            resolve(buf);
+            return;
+          }
+          if (ch === '\u0003') process.exit(130);
+          if (ch === '\u007f') buf = buf.slice(0, -1);
+          else buf += ch;
+        }
+      };
+      stdin.on('data', onData);
+    });
+  const a = await ask('Password (12+ characters): ');
+  const b = await ask('Again: ');
+  if (a !== b) throw new UsageError('cli.usage', 'sluice user add: the passwords differ');
+  return a;
+}
+
+const user: Handler = async (args, io) => {
+  const { values, positionals } = parse(
+    'user',
+    args,
+    { ...STATE_DIR_OPTION, role: { type: 'string' }, 'password-stdin': { type: 'boolean', default: false } },
+    { min: 1, max: 2, names: 'add NAME, remove NAME or list' },
+  );
+  const { UserStore, ROLES } = await import('../web-ui/users.ts');
+  const stateDir = stateDirOf(values, io);
+  const store = new UserStore(stateDir);
+  const [action, name] = positionals;
+  const auditBestEffort = async (action: string, detail: string) => {
+    try {
+      await controlCall(socketPath(stateDir), 'audit.add', { who: who(io), action, detail });
+    } catch {
+      io.stderr('warning: the daemon is not reachable; this change is not in its audit log\n');
+    }
+  };
+  if (action === 'list') {
+    for (const u of await store.list()) io.stdout(`${u.name}\t${u.role}\t${u.created}\n`);
+    return EXIT_OK;
+  }
+  if (name === undefined) throw new UsageError('cli.usage', `sluice user ${action ?? ''}: NAME is missing`);
+  if (action === 'add') {
+    const role = values.role;
+    if (role === undefined || !(ROLES as readonly string[]).includes(role))
+      throw new UsageError('cli.usage', `sluice user add: --role must be one of ${ROLES.join(', ')}`);
+    const password = await readPassword(values['password-stdin']);
+    await store.add(name, role as (typeof ROLES)[number], password);
+    await auditBestEffort('ui.user-add', `added '${name}' as ${role} (command line)`);
+    io.stdout(`user '${name}' added as ${role}\n`);
+    return EXIT_OK;
+  }
+  if (action === 'remove') {
+    await store.remove(name);
+    await auditBestEffort('ui.user-remove', `removed '${name}' (command line)`);
+    io.stdout(`user '${name}' removed (their sessions end when the UI next checks them)\n`);
+    return EXIT_OK;
+  }
+  throw new UsageError('cli.usage', `sluice user: expected add, remove or list, not '${action ?? ''}'`);
+};
+
 const COMMANDS: Record<string, Handler> = {
   validate,
   compile,
@@ -519,6 +719,11 @@ const COMMANDS: Record<string, Handler> = {
   versions,
   logs,
   lab,
+  backup,
+  restore,
+  'boot-ruleset': bootRuleset,
+  ui,
+  user,
 };
 
 export async function main(argv: string[], io: CliIo): Promise<number> {

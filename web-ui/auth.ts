@@ -1,0 +1,139 @@
+/**
+ * Sessions and login throttling, in memory: a restart of the UI logs everyone out, which is the safe side.
+ * Session ids and CSRF tokens are 256-bit random values; a session ends after an idle period (IEC 62443-4-2
+ * CR 2.5) or at logout, and the server forgets it (a stolen cookie is then worthless).
+ */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Role } from './users.ts';
+
+export const DEFAULT_IDLE_TIMEOUT_MS = 15 * 60 * 1000;
+/** Hard cap on concurrent sessions, so a login flood cannot exhaust memory. */
+const MAX_SESSIONS = 1000;
+
+export interface Session {
+  id: string;
+  user: string;
+  role: Role;
+  csrf: string;
+  created: number;
+  lastSeen: number;
+}
+
+export class SessionStore {
+  private readonly sessions = new Map<string, Session>();
+  readonly idleTimeoutMs: number;
+  private readonly now: () => number;
+
+  constructor(opts: { idleTimeoutMs?: number; now?: () => number } = {}) {
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.now = opts.now ?? Date.now;
+  }
+
+  create(user: string, role: Role): Session {
+    this.sweep();
+    if (this.sessions.size >= MAX_SESSIONS) {
+      // Evict the least recently used session rather than refuse a legitimate login.
+      let oldest: Session | undefined;
+      for (const s of this.sessions.values())
+        if (oldest === undefined || s.lastSeen < oldest.lastSeen) oldest = s;
+      if (oldest !== undefined) this.sessions.delete(oldest.id);
+    }
+    const t = this.now();
+    const s: Session = {
+      id: randomBytes(32).toString('base64url'),
+      user,
+      role,
+      csrf: randomBytes(32).toString('base64url'),
+      created: t,
+      lastSeen: t,
+    };
+    this.sessions.set(s.id, s);
+    return s;
+  }
+
+  /** The live session for this id, touched; undefined (and forgotten) when unknown or idle too long. */
+  touch(id: string | undefined): Session | undefined {
+    if (id === undefined) return undefined;
+    const s = this.sessions.get(id);
+    if (s === undefined) return undefined;
+    const t = this.now();
+    if (t - s.lastSeen > this.idleTimeoutMs) {
+      this.sessions.delete(id);
+      return undefined;
+    }
+    s.lastSeen = t;
+    return s;
+  }
+
+  destroy(id: string): void {
+    this.sessions.delete(id);
+  }
+
+  destroyUser(user: string): void {
+    for (const [id, s] of this.sessions) if (s.user === user) this.sessions.delete(id);
+  }
+
+  private sweep(): void {
+    const t = this.now();
+    for (const [id, s] of this.sessions) if (t - s.lastSeen > this.idleTimeoutMs) this.sessions.delete(id);
+  }
+}
+
+export function csrfMatches(session: Session, header: string | undefined): boolean {
+  if (header === undefined) return false;
+  const a = Buffer.from(header);
+  const b = Buffer.from(session.csrf);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/**
+ * Login throttling per source address (IEC 62443-4-2 CR 1.11). After a few free attempts each failure doubles
+ * the wait, capped at MAX_DELAY_MS: guessing becomes slow, but nobody is ever locked out for good — an attacker
+ * on one address cannot lock the admins out from theirs, and an admin who mistyped waits at most a minute.
+ */
+export const FREE_ATTEMPTS = 5;
+export const BASE_DELAY_MS = 1000;
+export const MAX_DELAY_MS = 60_000;
+const MAX_TRACKED = 10_000;
+
+interface Attempts {
+  failures: number;
+  blockedUntil: number;
+  last: number;
+}
+
+export class LoginThrottle {
+  private readonly bySource = new Map<string, Attempts>();
+  private readonly now: () => number;
+
+  constructor(opts: { now?: () => number } = {}) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Milliseconds this source must still wait before trying again (0 = may try now). */
+  waitMs(source: string): number {
+    const a = this.bySource.get(source);
+    if (a === undefined) return 0;
+    return Math.max(0, a.blockedUntil - this.now());
+  }
+
+  failure(source: string): number {
+    const t = this.now();
+    if (this.bySource.size >= MAX_TRACKED && !this.bySource.has(source)) {
+      // Forget sources that have been quiet longest; keeps memory bounded under a spoofed-source storm.
+      for (const [k, v] of this.bySource) if (t - v.last > MAX_DELAY_MS) this.bySource.delete(k);
+    }
+    const a = this.bySource.get(source) ?? { failures: 0, blockedUntil: 0, last: t };
+    a.failures++;
+    a.last = t;
+    const over = a.failures - FREE_ATTEMPTS;
+    const delay = over < 0 ? 0 : Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** Math.min(over, 20));
+    a.blockedUntil = t + delay;
+    this.bySource.set(source, a);
+    return delay;
+  }
+
+  success(source: string): void {
+    this.bySource.delete(source);
+  }
+}

@@ -1,0 +1,132 @@
+/* global window */
+// Audit log (auditor, admin) and UI accounts (admin).
+import { h, replace, fmtTime } from './dom.js';
+import { api } from './api.js';
+
+/** @param {HTMLElement} el */
+export async function auditPage(el) {
+  const a = await api('GET', '/api/audit?limit=1000');
+  replace(
+    el,
+    h('h1', { text: 'Audit log' }),
+    h('p', {
+      class: 'muted',
+      text: `${a.total} entries kept${a.dropped > 0 ? `; ${a.dropped} oldest dropped to stay within the bound` : ''}. Newest first.`,
+    }),
+    h(
+      'table',
+      { class: 'grid', id: 'audit' },
+      h(
+        'thead',
+        {},
+        h('tr', {}, ...['#', 'Time', 'Who', 'Action', 'Version', 'Detail'].map((t) => h('th', { text: t }))),
+      ),
+      h(
+        'tbody',
+        {},
+        ...a.entries.map((/** @type {any} */ e) =>
+          h(
+            'tr',
+            {},
+            h('td', { text: String(e.seq) }),
+            h('td', { text: fmtTime(Date.parse(e.time)) }),
+            h('td', { text: e.who }),
+            h('td', { text: e.action }),
+            h('td', { text: e.versionId === undefined ? '' : String(e.versionId) }),
+            h('td', { class: 'detail', text: e.detail }),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+/** @param {HTMLElement} el */
+export async function usersPage(el) {
+  const list = await api('GET', '/api/users');
+  const msg = h('p', { id: 'users-msg' });
+  const name = /** @type {HTMLInputElement} */ (h('input', { id: 'new-user', placeholder: 'name' }));
+  const role = /** @type {HTMLSelectElement} */ (
+    h(
+      'select',
+      { id: 'new-role' },
+      ...['operator', 'integrator', 'auditor', 'admin'].map((r) => h('option', { value: r, text: r })),
+    )
+  );
+  const pw = /** @type {HTMLInputElement} */ (
+    h('input', {
+      id: 'new-password',
+      type: 'password',
+      placeholder: 'password (12+ characters)',
+      autocomplete: 'new-password',
+    })
+  );
+  replace(
+    el,
+    h('h1', { text: 'Users' }),
+    h(
+      'table',
+      { class: 'grid', id: 'users' },
+      h('thead', {}, h('tr', {}, ...['Name', 'Role', 'Created', ''].map((t) => h('th', { text: t })))),
+      h(
+        'tbody',
+        {},
+        ...list.map((/** @type {any} */ u) =>
+          h(
+            'tr',
+            {},
+            h('td', { text: u.name }),
+            h('td', { text: u.role }),
+            h('td', { text: fmtTime(Date.parse(u.created)) }),
+            h(
+              'td',
+              {},
+              h('button', {
+                text: 'Remove',
+                onclick: async () => {
+                  if (!window.confirm(`Remove ${u.name}?`)) return;
+                  try {
+                    await api('DELETE', `/api/users/${encodeURIComponent(u.name)}`);
+                    await usersPage(el);
+                  } catch (err) {
+                    msg.textContent = err instanceof Error ? err.message : String(err);
+                  }
+                },
+              }),
+            ),
+          ),
+        ),
+      ),
+    ),
+    h(
+      'form',
+      {
+        class: 'card',
+        id: 'add-user',
+        onsubmit: async (/** @type {Event} */ ev) => {
+          ev.preventDefault();
+          try {
+            await api('POST', '/api/users', {
+              name: name.value.trim(),
+              role: role.value,
+              password: pw.value,
+            });
+            await usersPage(el);
+          } catch (err) {
+            msg.textContent = err instanceof Error ? err.message : String(err);
+            msg.className = 'error';
+          }
+        },
+      },
+      h('h2', { text: 'Add a user' }),
+      name,
+      ' ',
+      role,
+      ' ',
+      pw,
+      ' ',
+      h('button', { type: 'submit', class: 'primary', text: 'Add' }),
+    ),
+    msg,
+  );
+}
