@@ -41,7 +41,7 @@ Policy:
   compile FILE [--out F] [--plan F]      print the nftables ruleset (or write it to F) and write the proxy plan
 
 Gateway (talks to the daemon over its unix socket in the state dir):
-  run [--ulogd] [--mgmt-interface IF --mgmt-allow CIDR,...]
+  run [--ulogd] [--mgmt-interface IF --mgmt-allow CIDR,...] [--ui-listen ADDR:PORT]
                                          run the daemon in the foreground (systemd: Type=notify); --ulogd starts
                                          ulogd2 too; --mgmt-* keep management reachable when no policy is recorded
   apply FILE [--confirm-within S] [--comment T]
@@ -180,10 +180,12 @@ const run: Handler = async (args, io) => {
       'ulogd-json': { type: 'string' },
       'mgmt-interface': { type: 'string' },
       'mgmt-allow': { type: 'string' },
+      'ui-listen': { type: 'string' },
     },
     { min: 0, max: 0, names: 'no arguments' },
   );
   const opts: Parameters<typeof runDaemon>[0] = { stateDir: stateDirOf(values, io), ulogd: values.ulogd };
+  if (values['ui-listen'] !== undefined) opts.uiListen = values['ui-listen'];
   if (values['ulogd-json'] !== undefined) opts.ulogdJsonFile = values['ulogd-json'];
   const mgmtIf = values['mgmt-interface'] ?? io.env['SLUICE_MGMT_INTERFACE'];
   const mgmtAllow = values['mgmt-allow'] ?? io.env['SLUICE_MGMT_ALLOW'];
@@ -495,6 +497,9 @@ const lab: Handler = async (args, io) => {
           info.gwNs +
           '.',
         '',
+        `  web UI:                 ${info.uiUrl}`,
+        `  log in:                 ${info.uiLogin}`,
+        '',
         `  blocked traffic, live:  npx sluice logs --state-dir ${sd} --follow`,
         `  gateway status:         npx sluice status --state-dir ${sd}`,
         `  policy versions:        npx sluice versions --state-dir ${sd}`,
@@ -620,7 +625,15 @@ const ui: Handler = async (args, io) => {
   } catch {
     // not permitted (e.g. already niced further): run as is
   }
-  const running = await startUi(opts);
+  let running: Awaited<ReturnType<typeof startUi>>;
+  try {
+    running = await startUi(opts);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE' || code === 'EADDRNOTAVAIL' || code === 'EACCES')
+      throw new SluiceError('ui.listen', `cannot listen on ${values.listen}: ${code}`);
+    throw err;
+  }
   const stop = () => void running.close().then(() => process.exit(0));
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

@@ -45,6 +45,11 @@ export interface DaemonOptions {
    * (first boot, lost state dir): without it the fail-closed gateway would lock its operator out.
    */
   fallbackManagement?: Management;
+  /**
+   * Also serve the web UI from this process (ADDR:PORT). The separate `sluice ui` process is preferred on a
+   * gateway, so a flood on the UI cannot starve the filters; this is for small installs and labs.
+   */
+  uiListen?: string;
 }
 
 export const SOCKET_NAME = 'sluice.sock';
@@ -414,4 +419,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     daemon.reload().catch((err: unknown) => daemon.log.error({ err }, 'reload failed'));
   });
   await daemon.start();
+  if (opts.uiListen !== undefined) {
+    const { startUi } = await import('../web-ui/server.ts');
+    const ui = await startUi({ stateDir: opts.stateDir, listen: opts.uiListen, logger: daemon.log });
+    process.on('SIGTERM', () => void ui.close());
+  }
 }

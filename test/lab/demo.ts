@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { labUp, labDown, type LabSpec } from './topology.ts';
 import { listNetns, waitForTcpListen } from './netns.ts';
 import { controlCall } from '../../gateway/control.ts';
+import { SluiceError } from '../../policies/errors.ts';
 import { socketPath } from '../../gateway/daemon.ts';
 
 export const DEMO_PREFIX = 'slcD';
@@ -127,6 +128,9 @@ export interface DemoInfo {
   paths: DemoPaths;
   gwNs: string;
   mgmtNs: string;
+  uiUrl: string;
+  /** How to log in: the one-time setup link, or a hint when an admin exists already. */
+  uiLogin: string;
 }
 
 export async function demoUp(log: (line: string) => void = () => undefined): Promise<DemoInfo> {
@@ -184,8 +188,57 @@ export async function demoUp(log: (line: string) => void = () => undefined): Pro
     '--interval',
     '5000',
   ]);
+  // The UI on the host's loopback reaches the daemon in the gateway namespace through its unix socket.
+  log('starting the web UI on http://' + DEMO_UI_LISTEN);
+  pids['ui'] = await startOnHost(paths, 'ui', [
+    cli(),
+    'ui',
+    '--listen',
+    DEMO_UI_LISTEN,
+    '--state-dir',
+    paths.stateDir,
+  ]);
   await writeFile(paths.pids, JSON.stringify(pids));
-  return { paths, gwNs: lab.gw, mgmtNs: lab.mgmtNs ?? '' };
+  const uiLogin = await waitForUiLogin(join(paths.dir, 'ui.log'), 20_000);
+  return { paths, gwNs: lab.gw, mgmtNs: lab.mgmtNs ?? '', uiUrl: `http://${DEMO_UI_LISTEN}/`, uiLogin };
+}
+
+export const DEMO_UI_LISTEN = '127.0.0.1:8443';
+
+async function startOnHost(paths: DemoPaths, name: string, args: string[]): Promise<number> {
+  const out = await open(join(paths.dir, `${name}.log`), 'w');
+  const child = spawn(process.execPath, args, {
+    detached: true,
+    stdio: ['ignore', out.fd, out.fd],
+    cwd: repoRoot,
+  });
+  child.unref();
+  await out.close();
+  if (child.pid === undefined) throw new Error(`could not start ${name}`);
+  return child.pid;
+}
+
+/** The UI prints a one-time setup link when no admin exists yet; an existing state dir has accounts already. */
+async function waitForUiLogin(logFile: string, timeoutMs: number): Promise<string> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const text = existsSync(logFile) ? await readFile(logFile, 'utf8') : '';
+    const link = /(https?:\/\/\S+#setup=\S+)/.exec(text);
+    if (link?.[1] !== undefined) return `first-run setup (one time, 1 hour): open ${link[1]}`;
+    if (/web UI listening/.test(text)) {
+      // Listening without a setup link: an admin exists from an earlier demo run.
+      await new Promise((r) => setTimeout(r, 500));
+      const again = await readFile(logFile, 'utf8');
+      const l2 = /(https?:\/\/\S+#setup=\S+)/.exec(again);
+      if (l2?.[1] !== undefined) return `first-run setup (one time, 1 hour): open ${l2[1]}`;
+      return 'log in with the admin you created earlier (or: npx sluice user add NAME --role admin --state-dir …)';
+    }
+    if (Date.now() > until || /EADDRINUSE|Error/.test(text)) {
+      const reason = /EADDRINUSE/.test(text) ? `${DEMO_UI_LISTEN} is already in use` : `see ${logFile}`;
+      throw new SluiceError('lab.ui', `the web UI did not start: ${reason}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }
 
 export async function demoDown(): Promise<boolean> {
