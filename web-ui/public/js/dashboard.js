@@ -79,7 +79,8 @@ export function diagram(topo, daemon) {
     const ux = (bx - ax) / len;
     const uy = (by - ay) / len;
     // Offset opposite conduits sideways so both arrows stay readable.
-    const off = names.has(`${c.to}>${c.from}`) ? 12 : 0;
+    const paired = names.has(`${c.to}>${c.from}`);
+    const off = paired ? 14 : 0;
     const nx = -uy * off;
     const ny = ux * off;
     // Clip to the box edges: distance from centre to edge along the direction.
@@ -89,8 +90,11 @@ export function diagram(topo, daemon) {
     const x2 = bx - ux * edge + nx;
     const y2 = by - uy * edge + ny;
     const protos = [...new Set(c.flows.map((/** @type {any} */ f) => f.protocol))].join(', ');
-    const mx = (x1 + x2) / 2 + nx * 1.5;
-    const my = (y1 + y2) / 2 + ny * 1.5;
+    // A paired conduit's label sits well outside its own arrow (the normals point opposite ways), so the two
+    // three-line labels never overlap.
+    const labelOff = paired ? 3.2 : 1.5;
+    const mx = (x1 + x2) / 2 + nx * labelOff;
+    const my = (y1 + y2) / 2 + ny * labelOff;
     svg.append(
       s(
         'g',
