@@ -13,6 +13,7 @@ export default defineConfig({
             'gateway/**/*.test.ts',
             'protocol-filters/**/*.test.ts',
             'web-ui/**/*.test.ts',
+            'examples/**/*.test.ts',
           ],
           testTimeout: 60_000,
         },
