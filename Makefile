@@ -59,8 +59,15 @@ clean:
 
 # Install on a gateway (docs/install.md). DESTDIR, PREFIX, APPDIR, … are passed through to systemd/install.sh;
 # with DESTDIR empty on a systemd host it also creates the user and enables the units. PURGE=1 on uninstall
-# removes the state too.
-install: build
+# removes the configuration and the state too.
+# A fresh Debian has no npm, and the build starts with `npm ci`: install Debian's `npm` first (npm 9 on
+# Node 18 is enough to unpack the lockfile, the pinned Node 24 included; the app never runs on Node 18).
+# Build only after that, hence the sub-make instead of a `build` prerequisite.
+INSTALL_DEPS ?= bash systemd/install-deps.sh
+install:
+	@command -v npm >/dev/null || $(INSTALL_DEPS) npm
+	@command -v npm >/dev/null || { echo "make install: npm is missing (apt-get install npm)" >&2; exit 1; }
+	@$(MAKE) --no-print-directory build
 	bash systemd/install.sh install
 
 uninstall:

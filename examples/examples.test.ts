@@ -2,7 +2,8 @@ import { describe, it, expect } from 'vitest';
 import { readdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { validatePolicyFile } from '../policies/validate.ts';
+import { validatePolicyFile, validatePolicyText } from '../policies/validate.ts';
+import { readFileSync } from 'node:fs';
 
 const DIR = fileURLToPath(new URL('.', import.meta.url));
 // The day the examples were last reviewed: waivers must still hold then.
@@ -76,5 +77,22 @@ describe('examples', () => {
       'lint.SL-write-from-lower',
       'lint.waiver-expired',
     ]);
+  });
+});
+
+describe('the demo lab policy', () => {
+  it('stays valid after the example waiver expires (the demo renews it relative to today)', async () => {
+    const { demoPolicyText } = await import('../test/lab/demo.ts');
+    const later = new Date('2031-03-01T00:00:00Z');
+    const r = validatePolicyText(await demoPolicyText(later), 'demo.yaml', { now: later });
+    expect(r.errors).toEqual([]);
+    expect(r.ok).toBe(true);
+    // The example itself is not renewed: on that date its waiver has expired and it fails.
+    const raw = validatePolicyText(
+      readFileSync(join(import.meta.dirname, 'water-plant.yaml'), 'utf8'),
+      'w.yaml',
+      { now: later },
+    );
+    expect(raw.ok).toBe(false);
   });
 });

@@ -6,12 +6,16 @@
  * ~100-line tar codec instead of a dependency: we only need regular files, and reading it ourselves lets
  * restore refuse everything else (links, devices, absolute or `..` paths) before a byte reaches the disk.
  * The first entry is `sluice-backup/manifest.json`: product, format, Sluice version, gateway name, time, and
- * per file its size, mode and SHA-256, plus a SHA-256 over that list. Restore checks all of it before it
- * touches the state dir (IEC 62443-4-2 CR 7.3 RE1, backup integrity verification). The checksums detect
- * corruption and naive tampering; they are not a signature: keep the archive's SHA-256 (printed by backup)
- * apart from the archive and pass it to `restore --sha256` to detect a consistently rewritten one.
+ * per file its size, mode and SHA-256, plus a SHA-256 over that list, plus an HMAC-SHA256 over the whole
+ * manifest keyed with the gateway's backup key (/etc/sluice/backup.key, created by `make install`, outside
+ * the state dir and so never inside an archive). Plain checksums only catch corruption: anyone can rewrite an
+ * archive and recompute them. The HMAC binds every file's bytes and mode (through their hashes) and the
+ * metadata to a secret the forger does not have. Restore checks all of it before it touches the state dir
+ * (IEC 62443-4-2 CR 7.3 RE1, backup integrity verification), and refuses archives from a newer Sluice or,
+ * unless told, from another gateway. A replacement box restores with the old box's key (`--key-file`),
+ * which is why install prints the key once for the installer to keep offline.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { chown, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import net from 'node:net';
@@ -21,13 +25,17 @@ import { DatabaseSync } from 'node:sqlite';
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
 import { SluiceError } from '../policies/errors.ts';
+import { StateStore } from './state.ts';
 
 const gzip = promisify(gzipCb);
 const gunzip = promisify(gunzipCb);
 
 export const BACKUP_PRODUCT = 'sluice';
 export const BACKUP_FORMAT = 'sluice-backup';
-export const BACKUP_FORMAT_VERSION = 1;
+/** 2: file modes inside contentSha256, keyed HMAC over the manifest (1 had neither and is refused). */
+export const BACKUP_FORMAT_VERSION = 2;
+/** Where `make install` puts the per-gateway backup key (CONFDIR/backup.key, 0600, 64 hex digits). */
+export const DEFAULT_BACKUP_KEY_FILE = '/etc/sluice/backup.key';
 const ROOT = 'sluice-backup';
 const MANIFEST = `${ROOT}/manifest.json`;
 const STATE_PREFIX = `${ROOT}/state/`;
@@ -54,8 +62,12 @@ export interface BackupManifest {
   created: string;
   includesLogs: boolean;
   files: ManifestFile[];
-  /** SHA-256 over the file list (`path NUL size NUL sha256 LF`, sorted by path). */
+  /** SHA-256 over the file list (`path NUL size NUL mode NUL sha256 LF`, sorted by path). */
   contentSha256: string;
+  /** Identifies the backup key (not secret: an HMAC of a fixed label), so restore can name the key it needs. */
+  keyId: string;
+  /** HMAC-SHA256 with the backup key over the manifest without this field (see manifestMac). */
+  hmac: string;
 }
 
 export interface BackupOptions {
@@ -65,6 +77,10 @@ export interface BackupOptions {
   includeLogs?: boolean;
   now?: () => Date;
   gateway?: string;
+  /** The backup key file (default DEFAULT_BACKUP_KEY_FILE). */
+  keyFile?: string;
+  /** The Sluice version to record (default sluiceVersion()); tests make "newer" archives with it. */
+  version?: string;
 }
 
 export interface BackupResult {
@@ -81,14 +97,78 @@ export interface RestoreOptions {
   force?: boolean;
   /** Expected SHA-256 of the archive file (hex), recorded at backup time. */
   sha256?: string;
+  /** The backup key the archive was made with (default DEFAULT_BACKUP_KEY_FILE: this gateway's own). */
+  keyFile?: string;
+  /** This gateway's name (default the host name): an archive from another one is refused unless allowed. */
+  gateway?: string;
+  /** Restore an archive made on another gateway (a replacement box); default false. */
+  allowOtherGateway?: boolean;
+  /** Who restores, for the audit entry written into the restored log. */
+  who?: string;
+  now?: () => Date;
 }
 
 export interface RestoreResult {
   manifest: BackupManifest;
   restored: string[];
+  /** Set when the archive came from another gateway (allowed by allowOtherGateway): say so to the user. */
+  warning?: string;
 }
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+/** Reads a backup key file: 64 hex digits (32 bytes), surrounding white space ignored. */
+export async function readBackupKey(file: string = DEFAULT_BACKUP_KEY_FILE): Promise<Buffer> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? String(err);
+    throw new BackupError(
+      'backup.no-key',
+      code === 'ENOENT'
+        ? `no backup key at ${file} ('make install' creates it; or: (umask 077; openssl rand -hex 32 > ${file}))`
+        : `cannot read the backup key ${file}: ${code}`,
+    );
+  }
+  const hex = text.trim();
+  if (!/^[0-9a-fA-F]{64}$/.test(hex))
+    throw new BackupError('backup.bad-key', `${file} is not a backup key (expected 64 hex digits)`);
+  return Buffer.from(hex, 'hex');
+}
+
+export const backupKeyId = (key: Buffer): string =>
+  createHmac('sha256', key).update('sluice-backup-key-id').digest('hex').slice(0, 16);
+
+/** The HMAC over every manifest field but `hmac` itself, in a fixed order (JSON of a fixed-order tuple). */
+function manifestMac(m: Omit<BackupManifest, 'hmac'>, key: Buffer): string {
+  const canonical = JSON.stringify([
+    m.product,
+    m.format,
+    m.formatVersion,
+    m.sluiceVersion,
+    m.gateway,
+    m.created,
+    m.includesLogs,
+    m.contentSha256,
+    m.keyId,
+  ]);
+  return createHmac('sha256', key).update(canonical).digest('hex');
+}
+
+/** -1, 0, 1 for dotted numeric versions (pre-release suffixes ignored); undefined when either is not one. */
+export function compareVersions(a: string, b: string): number | undefined {
+  const parse = (v: string): number[] | undefined => {
+    const m = /^(\d+)\.(\d+)\.(\d+)/.exec(v);
+    return m === null ? undefined : [Number(m[1]), Number(m[2]), Number(m[3])];
+  };
+  const x = parse(a);
+  const y = parse(b);
+  if (x === undefined || y === undefined) return undefined;
+  for (let i = 0; i < 3; i++)
+    if ((x[i] as number) !== (y[i] as number)) return (x[i] as number) < (y[i] as number) ? -1 : 1;
+  return 0;
+}
 
 /** The Sluice version, from the package.json above this module (source tree or dist/ alike). */
 export function sluiceVersion(): string {
@@ -106,15 +186,14 @@ export function sluiceVersion(): string {
 
 /**
  * Which state files belong in a backup. Left out: the control socket, writers' temp files, ulogd2's
- * generated config and hand-over file, SQLite side files (the snapshot is self-contained), and UI sessions:
- * live session tokens in an archive would be credentials waiting to be replayed.
+ * generated config and hand-over file, and SQLite side files (the snapshot is self-contained). UI sessions
+ * live only in the UI's memory (web-ui/auth.ts), so there is no session file to leave out.
  */
 function isBackedUp(rel: string, includeLogs: boolean): boolean {
   const base = path.posix.basename(rel);
   if (base.startsWith('.')) return false;
   if (base === 'sluice.sock' || base === 'ulogd.json' || base === 'ulogd.conf') return false;
   if (/-(wal|shm|journal)$/.test(base)) return false;
-  if (/session/i.test(base)) return false;
   if (base === LOG_DB) return includeLogs;
   return true;
 }
@@ -134,7 +213,7 @@ async function listFiles(dir: string, rel = ''): Promise<string[]> {
 function contentHash(files: ManifestFile[]): string {
   const h = createHash('sha256');
   for (const f of [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)))
-    h.update(`${f.path}\0${f.size}\0${f.sha256}\n`);
+    h.update(`${f.path}\0${f.size}\0${f.mode}\0${f.sha256}\n`);
   return h.digest('hex');
 }
 
@@ -162,6 +241,8 @@ export async function createBackup(opts: BackupOptions): Promise<BackupResult> {
   const st = await stat(dir).catch(() => undefined);
   if (st === undefined || !st.isDirectory())
     throw new BackupError('backup.no-state', `no state dir at ${dir}`);
+  // Before reading any state: without a key there is no archive worth writing.
+  const key = await readBackupKey(opts.keyFile);
   const includeLogs = opts.includeLogs ?? false;
   const entries: { name: string; data: Buffer; mode: number }[] = [];
   const files: ManifestFile[] = [];
@@ -176,17 +257,19 @@ export async function createBackup(opts: BackupOptions): Promise<BackupResult> {
     entries.push({ name, data, mode });
     files.push({ path: rel, size: data.length, mode, sha256: sha256(data) });
   }
-  const manifest: BackupManifest = {
+  const unsigned: Omit<BackupManifest, 'hmac'> = {
     product: BACKUP_PRODUCT,
     format: BACKUP_FORMAT,
     formatVersion: BACKUP_FORMAT_VERSION,
-    sluiceVersion: sluiceVersion(),
+    sluiceVersion: opts.version ?? sluiceVersion(),
     gateway: opts.gateway ?? hostname(),
     created: (opts.now ?? (() => new Date()))().toISOString(),
     includesLogs: includeLogs,
     files,
     contentSha256: contentHash(files),
+    keyId: backupKeyId(key),
   };
+  const manifest: BackupManifest = { ...unsigned, hmac: manifestMac(unsigned, key) };
   const tar = tarPack(
     [
       { name: MANIFEST, data: Buffer.from(JSON.stringify(manifest, null, 1) + '\n'), mode: 0o600 },
@@ -199,11 +282,21 @@ export async function createBackup(opts: BackupOptions): Promise<BackupResult> {
   return { manifest, archiveSha256: sha256(archive), bytes: archive.length };
 }
 
+export interface VerifyOptions {
+  /** The backup key file (default DEFAULT_BACKUP_KEY_FILE); ignored when `key` is given. */
+  keyFile?: string;
+  key?: Buffer;
+  /** Expected SHA-256 of the archive file (hex). */
+  sha256?: string;
+}
+
 /** Reads and checks an archive completely; throws BackupError on anything wrong. Touches nothing. */
 export async function verifyBackup(
   file: string,
-  expectedSha256?: string,
+  opts: VerifyOptions = {},
 ): Promise<{ manifest: BackupManifest; files: Map<string, Buffer> }> {
+  const key = opts.key ?? (await readBackupKey(opts.keyFile));
+  const expectedSha256 = opts.sha256;
   let raw: Buffer;
   try {
     raw = await readFile(file);
@@ -247,6 +340,20 @@ export async function verifyBackup(
     );
   if (!Array.isArray(manifest.files))
     throw new BackupError('backup.tampered', `${file}: the manifest lists no files`);
+  for (const k of ['sluiceVersion', 'gateway', 'created', 'contentSha256', 'keyId', 'hmac'] as const)
+    if (typeof manifest[k] !== 'string')
+      throw new BackupError('backup.tampered', `${file}: the manifest's ${k} is missing`);
+  // The key id is only a hint for the message (a forger can copy it); the HMAC below is the check.
+  if (manifest.keyId !== backupKeyId(key))
+    throw new BackupError(
+      'backup.wrong-key',
+      `${file} was made with backup key ${manifest.keyId}, not this one (${backupKeyId(key)}): ` +
+        "restoring another gateway's backup needs its key (--key-file)",
+    );
+  const mac = Buffer.from(manifestMac(manifest, key), 'hex');
+  const claimed = Buffer.from(/^[0-9a-f]{64}$/.test(manifest.hmac) ? manifest.hmac : '', 'hex');
+  if (claimed.length !== mac.length || !timingSafeEqual(claimed, mac))
+    throw new BackupError('backup.tampered', `${file}: the manifest's HMAC does not match (altered archive)`);
   if (contentHash(manifest.files) !== manifest.contentSha256)
     throw new BackupError('backup.tampered', `${file}: the manifest's checksum does not match its file list`);
   const files = new Map<string, Buffer>();
@@ -296,7 +403,29 @@ export async function daemonRunning(socket: string): Promise<boolean> {
 export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult> {
   const dir = path.resolve(opts.stateDir);
   // Everything is checked before the state dir is touched (CR 7.3 RE1).
-  const { manifest, files } = await verifyBackup(opts.file, opts.sha256);
+  const { manifest, files } = await verifyBackup(opts.file, {
+    ...(opts.keyFile === undefined ? {} : { keyFile: opts.keyFile }),
+    ...(opts.sha256 === undefined ? {} : { sha256: opts.sha256 }),
+  });
+  // A newer Sluice may have written state this one misreads (and would then rewrite): refuse, upgrade first.
+  const ours = sluiceVersion();
+  const cmp = compareVersions(manifest.sluiceVersion, ours);
+  if (cmp === 1 || (cmp === undefined && manifest.sluiceVersion !== ours))
+    throw new BackupError(
+      'backup.newer',
+      `${opts.file} comes from Sluice ${manifest.sluiceVersion}, this is ${ours}: upgrade Sluice first, then restore`,
+    );
+  const here = opts.gateway ?? hostname();
+  let warning: string | undefined;
+  if (manifest.gateway !== here) {
+    if (opts.allowOtherGateway !== true)
+      throw new BackupError(
+        'backup.other-gateway',
+        `${opts.file} is a backup of gateway '${manifest.gateway}', this is '${here}': ` +
+          'pass --other-gateway to restore it here (e.g. on a replacement box)',
+      );
+    warning = `restoring a backup of gateway '${manifest.gateway}' onto '${here}'`;
+  }
   if (opts.force !== true && (await daemonRunning(path.join(dir, 'sluice.sock'))))
     throw new BackupError(
       'backup.daemon-running',
@@ -330,7 +459,23 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
     await rm(stage, { recursive: true, force: true });
   }
   await fsyncDir(dir);
-  return { manifest, restored: manifest.files.map((f) => f.path) };
+  // The restore itself goes into the restored audit log (CR 2.8): otherwise the log would end with the
+  // archive's last entry, as if nothing had replaced the state.
+  const store = await StateStore.open(dir, opts.now === undefined ? {} : { now: opts.now });
+  await store.audit({
+    who: opts.who ?? 'unknown',
+    action: 'restore',
+    detail:
+      `restored ${manifest.files.length} files from ${path.basename(opts.file)} (gateway ${manifest.gateway}, ` +
+      `sluice ${manifest.sluiceVersion}, ${manifest.created})`,
+  });
+  await store.flush();
+  if (asRoot) await chown(path.join(dir, 'audit.json'), owner.uid, owner.gid);
+  return {
+    manifest,
+    restored: manifest.files.map((f) => f.path),
+    ...(warning === undefined ? {} : { warning }),
+  };
 }
 
 async function writeAtomic(file: string, data: Buffer, mode: number): Promise<void> {

@@ -16,7 +16,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { resolveStateDir, osUser } from './state.ts';
 import { controlCall, ControlError } from './control.ts';
-import { socketPath, LOG_DB_NAME, runDaemon } from './daemon.ts';
+import { socketPath, LOG_DB_NAME, parseLogMaxAgeMs, parseLogMaxBytes, runDaemon } from './daemon.ts';
 import { LogStore, type LogQuery } from './logstore.ts';
 import type { StoredEvent, BlockedVerdict } from './events.ts';
 import { BLOCKED_VERDICTS } from './events.ts';
@@ -44,6 +44,8 @@ Gateway (talks to the daemon over its unix socket in the state dir):
   run [--ulogd] [--mgmt-interface IF --mgmt-allow CIDR,...] [--ui-listen ADDR:PORT]
                                          run the daemon in the foreground (systemd: Type=notify); --ulogd starts
                                          ulogd2 too; --mgmt-* keep management reachable when no policy is recorded
+       [--log-max-bytes 512M] [--log-max-age 30d]
+                                         blocked-traffic log retention (or SLUICE_LOG_MAX_BYTES, SLUICE_LOG_MAX_AGE)
   apply FILE [--confirm-within S] [--comment T]
                                          validate, compile, check and load atomically; without confirm in S seconds it rolls back
   confirm                                keep the applied version
@@ -70,8 +72,9 @@ Web UI:
 Lab (network namespaces on this machine; never touches the host's interfaces):
   lab up | down | status                 the demo lab: zones, gateway, simulated PLC and HMI traffic
 
-Options for every command:
-  --state-dir DIR                        state directory (default /var/lib/sluice, or $SLUICE_STATE_DIR)
+Options:
+  --state-dir DIR                        state directory (default /var/lib/sluice, or $SLUICE_STATE_DIR); for the
+                                         gateway, install and web UI commands (validate, compile and lab have none)
   -h, --help                             this text
 `;
 
@@ -134,11 +137,30 @@ const compile: Handler = async (args, io) => {
     return EXIT_INVALID;
   }
   const { ruleset, plan } = compilePolicy(result.policy);
-  if (values.out !== undefined) await writeFile(values.out, ruleset);
+  // Files first: a bad --plan path must fail before the ruleset went to stdout, so nothing half-done is used.
+  if (values.plan !== undefined) await writeOutput(values.plan, JSON.stringify(plan, null, 2) + '\n');
+  if (values.out !== undefined) await writeOutput(values.out, ruleset);
   else io.stdout(ruleset);
-  if (values.plan !== undefined) await writeFile(values.plan, JSON.stringify(plan, null, 2) + '\n');
   return EXIT_OK;
 };
+
+/** writeFile with the reason in words (missing directory, permission) as a user error, not a stack trace. */
+async function writeOutput(path: string, text: string): Promise<void> {
+  try {
+    await writeFile(path, text);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why =
+      e.code === 'ENOENT'
+        ? 'its directory does not exist'
+        : e.code === 'EACCES' || e.code === 'EPERM'
+          ? 'permission denied'
+          : e.code === 'EISDIR'
+            ? 'it is a directory'
+            : (e.message ?? String(err));
+    throw new SluiceError('cli.write', `cannot write ${path}: ${why}`, { cause: err });
+  }
+}
 
 const STATE_DIR_OPTION = { 'state-dir': { type: 'string' } } as const;
 
@@ -181,10 +203,17 @@ const run: Handler = async (args, io) => {
       'mgmt-interface': { type: 'string' },
       'mgmt-allow': { type: 'string' },
       'ui-listen': { type: 'string' },
+      'log-max-bytes': { type: 'string' },
+      'log-max-age': { type: 'string' },
     },
     { min: 0, max: 0, names: 'no arguments' },
   );
   const opts: Parameters<typeof runDaemon>[0] = { stateDir: stateDirOf(values, io), ulogd: values.ulogd };
+  // Blocked-traffic log retention; flags win over the environment (sluice.env), defaults 512M and 30d.
+  const logMaxBytes = values['log-max-bytes'] ?? io.env['SLUICE_LOG_MAX_BYTES'];
+  const logMaxAge = values['log-max-age'] ?? io.env['SLUICE_LOG_MAX_AGE'];
+  if (logMaxBytes !== undefined) opts.logMaxBytes = parseLogMaxBytes(logMaxBytes);
+  if (logMaxAge !== undefined) opts.logMaxAgeMs = parseLogMaxAgeMs(logMaxAge);
   if (values['ui-listen'] !== undefined) opts.uiListen = values['ui-listen'];
   if (values['ulogd-json'] !== undefined) opts.ulogdJsonFile = values['ulogd-json'];
   const mgmtIf = values['mgmt-interface'] ?? io.env['SLUICE_MGMT_INTERFACE'];
@@ -198,8 +227,17 @@ const run: Handler = async (args, io) => {
   return await new Promise<number>(() => undefined);
 };
 
-/** `--mgmt-interface mgmt0 --mgmt-allow 10.99.0.0/24,fd00::/64` → the fail-closed ruleset's management access. */
-export function parseManagement(iface: string, allow: string): Management {
+/**
+ * `--mgmt-interface mgmt0 --mgmt-allow 10.99.0.0/24,fd00::/64` → the fail-closed ruleset's management access:
+ * SSH and the UI's port, taken from its listen address (SLUICE_UI_LISTEN, e.g. `192.168.100.1:9443` or
+ * `[fd00::1]:9443`; 8443 when unset) so a UI moved to another port is not locked out. The default reads the
+ * process environment because the systemd units pass SLUICE_UI_LISTEN there (sluice.env) for every command.
+ */
+export function parseManagement(
+  iface: string,
+  allow: string,
+  uiListen: string | undefined = process.env['SLUICE_UI_LISTEN'],
+): Management {
   if (!IFNAME_RE.test(iface))
     throw new UsageError('cli.usage', `sluice run: '${iface}' is not an interface name`);
   const allowFrom = allow.split(',').map((t) => {
@@ -208,7 +246,15 @@ export function parseManagement(iface: string, allow: string): Management {
       throw new UsageError('cli.usage', `sluice run: --mgmt-allow: '${t}' is not a CIDR`);
     return parsed.cidr;
   });
-  return { interface: iface, allowFrom, ports: [22, 8443] };
+  let uiPort = 8443;
+  if (uiListen !== undefined && uiListen !== '') {
+    const m = /:(\d{1,5})$/.exec(uiListen);
+    const port = m === null ? NaN : Number(m[1]);
+    if (!(port >= 1 && port <= 65535))
+      throw new UsageError('cli.usage', `SLUICE_UI_LISTEN: '${uiListen}' is not ADDR:PORT`);
+    uiPort = port;
+  }
+  return { interface: iface, allowFrom, ports: uiPort === 22 ? [22] : [22, uiPort] };
 }
 
 const apply: Handler = async (args, io) => {
@@ -533,19 +579,25 @@ const backup: Handler = async (args, io) => {
   const { values, positionals } = parse(
     'backup',
     args,
-    { ...STATE_DIR_OPTION, 'include-logs': { type: 'boolean', default: false } },
+    {
+      ...STATE_DIR_OPTION,
+      'include-logs': { type: 'boolean', default: false },
+      'key-file': { type: 'string' },
+    },
     { min: 1, max: 1, names: 'one archive FILE' },
   );
-  const { createBackup } = await import('./backup.ts');
+  const { createBackup, DEFAULT_BACKUP_KEY_FILE } = await import('./backup.ts');
   const r = await createBackup({
     stateDir: stateDirOf(values, io),
     file: positionals[0] as string,
     includeLogs: values['include-logs'],
     now: io.now,
+    // The installed wrapper sets SLUICE_BACKUP_KEY_FILE to CONFDIR/backup.key (systemd/install.sh).
+    keyFile: values['key-file'] ?? (io.env['SLUICE_BACKUP_KEY_FILE'] || DEFAULT_BACKUP_KEY_FILE),
   });
   io.stdout(
     `backup of ${r.manifest.gateway} (sluice ${r.manifest.sluiceVersion}): ${r.manifest.files.length} files, ${r.bytes} bytes\n` +
-      `sha256 ${r.archiveSha256}  (keep it apart from the archive; 'sluice restore --sha256' checks it)\n`,
+      `signed with backup key ${r.manifest.keyId} (HMAC); sha256 ${r.archiveSha256}  (optional: 'sluice restore --sha256' checks it)\n`,
   );
   return EXIT_OK;
 };
@@ -554,16 +606,30 @@ const restore: Handler = async (args, io) => {
   const { values, positionals } = parse(
     'restore',
     args,
-    { ...STATE_DIR_OPTION, force: { type: 'boolean', default: false }, sha256: { type: 'string' } },
+    {
+      ...STATE_DIR_OPTION,
+      force: { type: 'boolean', default: false },
+      sha256: { type: 'string' },
+      'key-file': { type: 'string' },
+      'other-gateway': { type: 'boolean', default: false },
+    },
     { min: 1, max: 1, names: 'one archive FILE' },
   );
-  const { restoreBackup } = await import('./backup.ts');
+  const { restoreBackup, DEFAULT_BACKUP_KEY_FILE } = await import('./backup.ts');
   const r = await restoreBackup({
     stateDir: stateDirOf(values, io),
     file: positionals[0] as string,
+    // --force is only about the running daemon; another gateway's archive needs its own flag, so one
+    // override never silently bypasses two checks.
     force: values.force,
+    allowOtherGateway: values['other-gateway'],
+    // A replacement box passes the old box's key (kept offline since install) with --key-file.
+    keyFile: values['key-file'] ?? (io.env['SLUICE_BACKUP_KEY_FILE'] || DEFAULT_BACKUP_KEY_FILE),
+    who: who(io),
+    now: io.now,
     ...(values.sha256 === undefined ? {} : { sha256: values.sha256 }),
   });
+  if (r.warning !== undefined) io.stderr(`sluice restore: warning: ${r.warning}\n`);
   io.stdout(
     `restored ${r.restored.length} files from ${r.manifest.gateway} (sluice ${r.manifest.sluiceVersion}, ${r.manifest.created}); ` +
       'start the daemon to load the restored policy\n',
@@ -584,7 +650,9 @@ const bootRuleset: Handler = async (args, io) => {
   const engine = new ApplyEngine({
     state,
     nft: new Nft(),
-    ...(mgmtIf && mgmtAllow ? { fallbackManagement: parseManagement(mgmtIf, mgmtAllow) } : {}),
+    ...(mgmtIf && mgmtAllow
+      ? { fallbackManagement: parseManagement(mgmtIf, mgmtAllow, io.env['SLUICE_UI_LISTEN']) }
+      : {}),
   });
   // A failed load (even of the fail-closed ruleset) throws: the unit fails and forwarding stays off.
   const r = await engine.boot();
@@ -607,6 +675,7 @@ const ui: Handler = async (args, io) => {
       listen: { type: 'string', default: '127.0.0.1:8443' },
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
+      'public-origin': { type: 'string', multiple: true },
     },
     { min: 0, max: 0, names: 'no arguments' },
   );
@@ -617,8 +686,21 @@ const ui: Handler = async (args, io) => {
   if ((cert === undefined) !== (key === undefined))
     throw new UsageError('cli.usage', 'sluice ui: --tls-cert and --tls-key go together');
   const opts: Parameters<typeof startUi>[0] = { stateDir: stateDirOf(values, io), listen: values.listen };
-  if (cert !== undefined && key !== undefined)
-    opts.tls = { cert: await readFile(cert, 'utf8'), key: await readFile(key, 'utf8') };
+  if (cert !== undefined && key !== undefined) {
+    // A missing or unreadable file is the operator's mistake: say which, without a stack trace.
+    const readPem = async (file: string, what: string): Promise<string> => {
+      try {
+        const text = await readFile(file, 'utf8');
+        if (!text.includes('-----BEGIN ')) throw new Error('not a PEM file');
+        return text;
+      } catch (err) {
+        const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+        throw new SluiceError('ui.tls-file', `cannot read the TLS ${what} '${file}': ${why}`);
+      }
+    };
+    opts.tls = { cert: await readPem(cert, 'certificate'), key: await readPem(key, 'key') };
+  }
+  if (values['public-origin'] !== undefined) opts.publicOrigins = values['public-origin'];
   // Below the daemon in CPU priority: a flood of browsers must not starve the protocol filters.
   try {
     setPriority(0, 10);
@@ -690,13 +772,19 @@ const user: Handler = async (args, io) => {
   const stateDir = stateDirOf(values, io);
   const store = new UserStore(stateDir);
   const [action, name] = positionals;
-  const auditBestEffort = async (action: string, detail: string) => {
+  // Every account change must be in the daemon's audit log: if it cannot be recorded, nothing changes.
+  const auditOrRefuse = async (action: string, detail: string) => {
     try {
       await controlCall(socketPath(stateDir), 'audit.add', { who: who(io), action, detail });
-    } catch {
-      io.stderr('warning: the daemon is not reachable; this change is not in its audit log\n');
+    } catch (err) {
+      throw new SluiceError(
+        'user.audit-unavailable',
+        `the daemon is not reachable, so this change cannot be audited; nothing was changed ` +
+          `(start it with 'systemctl start sluice' and retry): ${(err as Error).message}`,
+      );
     }
   };
+  const roleText = (r: string | null) => r ?? '(none)';
   if (action === 'list') {
     for (const u of await store.list()) io.stdout(`${u.name}\t${u.role}\t${u.created}\n`);
     return EXIT_OK;
@@ -707,14 +795,24 @@ const user: Handler = async (args, io) => {
     if (role === undefined || !(ROLES as readonly string[]).includes(role))
       throw new UsageError('cli.usage', `sluice user add: --role must be one of ${ROLES.join(', ')}`);
     const password = await readPassword(values['password-stdin']);
-    await store.add(name, role as (typeof ROLES)[number], password);
-    await auditBestEffort('ui.user-add', `added '${name}' as ${role} (command line)`);
+    await store.add(name, role as (typeof ROLES)[number], password, {
+      beforeCommit: (c) =>
+        auditOrRefuse(
+          'ui.user-add',
+          `added '${c.name}' as ${role} (command line); role ${roleText(c.before)} → ${roleText(c.after)}`,
+        ),
+    });
     io.stdout(`user '${name}' added as ${role}\n`);
     return EXIT_OK;
   }
   if (action === 'remove') {
-    await store.remove(name);
-    await auditBestEffort('ui.user-remove', `removed '${name}' (command line)`);
+    await store.remove(name, {
+      beforeCommit: (c) =>
+        auditOrRefuse(
+          'ui.user-remove',
+          `removed '${c.name}' (command line); role ${roleText(c.before)} → ${roleText(c.after)}`,
+        ),
+    });
     io.stdout(`user '${name}' removed (their sessions end when the UI next checks them)\n`);
     return EXIT_OK;
   }

@@ -1,9 +1,9 @@
 import { describe, it, expect, afterEach } from 'vitest';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
-import { ControlServer, ControlError, controlCall } from './control.ts';
+import { ControlServer, ControlError, assertNoDaemon, controlCall } from './control.ts';
 import { SluiceError } from '../policies/errors.ts';
 
 let dir: string | undefined;
@@ -58,5 +58,22 @@ describe('control socket', () => {
 
   it('says clearly when no daemon is running', async () => {
     await expect(controlCall('/nonexistent/sluice.sock', 'status')).rejects.toThrow(/daemon is not running/);
+  });
+
+  it("refuses to take over a live daemon's socket, and replaces a stale one", async () => {
+    const path = await start({ ping: async () => 'pong' });
+    const second = new ControlServer(path, { ping: async () => 'second' });
+    await expect(second.start()).rejects.toMatchObject({ code: 'daemon.running' });
+    await expect(assertNoDaemon(path)).rejects.toThrow(/already runs on this state dir/);
+    // The first daemon still owns the socket.
+    await expect(controlCall(path, 'ping')).resolves.toBe('pong');
+    await server?.stop();
+    server = undefined;
+    // A file nobody listens on (left by a killed daemon) is stale: a new daemon may take its place.
+    await writeFile(path, '');
+    await expect(assertNoDaemon(path)).resolves.toBeUndefined();
+    server = new ControlServer(path, { ping: async () => 'new' });
+    await server.start();
+    await expect(controlCall(path, 'ping')).resolves.toBe('new');
   });
 });

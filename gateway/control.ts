@@ -39,6 +39,41 @@ function errorBody(err: unknown): ErrorBody {
   return { code: 'internal', message: err instanceof Error ? err.message : String(err) };
 }
 
+/**
+ * True when something accepts connections on `socketPath` (a running daemon), false when the file is absent
+ * or stale (ECONNREFUSED: its daemon died). A socket that neither accepts nor refuses within `timeoutMs`
+ * counts as alive: a hung daemon still owns its state dir.
+ */
+export async function daemonAnswers(socketPath: string, timeoutMs = 1000): Promise<boolean> {
+  return await new Promise<boolean>((resolve) => {
+    const socket = net.createConnection(socketPath);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve(true);
+    }, timeoutMs);
+    socket.on('connect', () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(true);
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      // EACCES: a socket we may not use is still someone's live socket; only "nobody there" is stale.
+      resolve(!(err.code === 'ENOENT' || err.code === 'ECONNREFUSED' || err.code === 'ENOTSOCK'));
+    });
+  });
+}
+
+/** Refuses (SluiceError `daemon.running`) when a daemon already answers on `socketPath`. */
+export async function assertNoDaemon(socketPath: string): Promise<void> {
+  if (await daemonAnswers(socketPath)) {
+    throw new SluiceError(
+      'daemon.running',
+      `a sluice daemon already runs on this state dir (it answers on ${socketPath}); stop it first, or use another --state-dir`,
+    );
+  }
+}
+
 export class ControlServer {
   readonly socketPath: string;
   private readonly handlers: Map<string, ControlHandler>;
@@ -51,7 +86,9 @@ export class ControlServer {
   }
 
   async start(): Promise<void> {
-    // A socket file left by a killed daemon would make listen() fail with EADDRINUSE.
+    // A socket file left by a killed daemon would make listen() fail with EADDRINUSE, so it is removed, but
+    // only when nothing answers on it: removing a live daemon's socket would silently take over from it.
+    await assertNoDaemon(this.socketPath);
     await rm(this.socketPath, { force: true });
     const server = net.createServer((socket) => this.onConnection(socket));
     await new Promise<void>((resolve, reject) => {

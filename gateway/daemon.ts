@@ -17,7 +17,8 @@ import { StateStore, osUser } from './state.ts';
 import { Nft } from './nft.ts';
 import { LogStore, type LogQuery } from './logstore.ts';
 import type { BlockedEvent, BlockedVerdict } from './events.ts';
-import { ControlServer, ControlError } from './control.ts';
+import { ControlServer, ControlError, assertNoDaemon } from './control.ts';
+import { SluiceError } from '../policies/errors.ts';
 import {
   ProxySupervisor,
   modbusInspectorFactory,
@@ -55,8 +56,40 @@ export interface DaemonOptions {
 export const SOCKET_NAME = 'sluice.sock';
 export const LOG_DB_NAME = 'blocked.sqlite';
 export const ULOGD_JSON_NAME = 'ulogd.json';
-const DEFAULT_LOG_MAX_BYTES = 512 * 1024 * 1024;
-const DEFAULT_LOG_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
+export const DEFAULT_LOG_MAX_BYTES = 512 * 1024 * 1024;
+export const DEFAULT_LOG_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
+
+const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+const AGE_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * `--log-max-bytes` / SLUICE_LOG_MAX_BYTES: `536870912`, `512M`, `2G`, `64k` (binary units). At least 1 MiB,
+ * so a typo such as `512` cannot make the store prune every event it writes.
+ */
+export function parseLogMaxBytes(text: string): number {
+  const m = /^([1-9][0-9]{0,12})\s*([kmg]?)i?b?$/i.exec(text.trim());
+  const bytes = m === null ? NaN : Number(m[1]) * (SIZE_UNITS[(m[2] ?? '').toLowerCase()] ?? NaN);
+  if (!Number.isSafeInteger(bytes) || bytes < 1024 ** 2) {
+    throw new SluiceError(
+      'cli.usage',
+      `log size '${text}' is not a size of at least 1M (a number of bytes, or with k, M or G)`,
+    );
+  }
+  return bytes;
+}
+
+/** `--log-max-age` / SLUICE_LOG_MAX_AGE: `30d`, `12h`, `90m`, `3600s`; at least one minute. */
+export function parseLogMaxAgeMs(text: string): number {
+  const m = /^([1-9][0-9]{0,9})\s*([smhd])$/i.exec(text.trim());
+  const ms = m === null ? NaN : Number(m[1]) * (AGE_UNITS[(m[2] ?? '').toLowerCase()] ?? NaN);
+  if (!Number.isSafeInteger(ms) || ms < 60_000) {
+    throw new SluiceError(
+      'cli.usage',
+      `log age '${text}' is not a duration of at least 1m (a number with s, m, h or d, e.g. 30d)`,
+    );
+  }
+  return ms;
+}
 
 export function socketPath(stateDir: string): string {
   return join(stateDir, SOCKET_NAME);
@@ -138,6 +171,10 @@ export class Daemon {
     const { stateDir } = this.opts;
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
     await chmod(stateDir, 0o700);
+    // Before anything touches the ruleset or the state: a second daemon on the same state dir would reload
+    // the ruleset under the first one and then take its control socket. (Two started in the same instant
+    // can both pass this; the later one then fails in ControlServer.start, which checks again.)
+    await assertNoDaemon(socketPath(stateDir));
     this.state = await StateStore.open(stateDir);
     for (const p of this.state.problems)
       this.log.error({ file: p.file, problem: p.message }, 'state file unreadable; moved aside');

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import * as prettier from 'prettier';
 import { describe, expect, it } from 'vitest';
 import {
+  PROXY_PORT_RANGE,
   compileFailClosed,
   compilePolicy,
   conduitCounterName,
@@ -202,13 +203,25 @@ describe('compilePolicy structure', () => {
   });
 
   it('redirects DPI flows through per-flow maps and never forwards a DPI destination directly', () => {
-    expect(plan.entries.map((e) => [e.flow, e.upstream.address, e.upstream.port, e.listenPort])).toEqual([
-      ['poll', '10.2.0.20', 502, 31000],
-      ['poll', '10.2.0.21', 502, 31001],
-      ['poll', 'fd00:2::20', 502, 31002],
-      ['ua', '10.2.0.20', 4840, 31003],
-      ['ua', 'fd00:2::20', 4840, 31004],
+    expect(plan.entries.map((e) => [e.flow, e.upstream.address, e.upstream.port])).toEqual([
+      ['poll', '10.2.0.20', 502],
+      ['poll', '10.2.0.21', 502],
+      ['poll', 'fd00:2::20', 502],
+      ['ua', '10.2.0.20', 4840],
+      ['ua', 'fd00:2::20', 4840],
     ]);
+    const [p20, p21, p6, u20, u6] = plan.entries.map((e) => e.listenPort) as [
+      number,
+      number,
+      number,
+      number,
+      number,
+    ];
+    for (const p of [p20, p21, p6, u20, u6]) {
+      expect(p).toBeGreaterThanOrEqual(31000);
+      expect(p).toBeLessThan(31000 + PROXY_PORT_RANGE);
+    }
+    expect(new Set([p20, p21, p6, u20, u6]).size).toBe(5);
     expect(plan.entries[0]).toMatchObject({
       conduit: 'hmi-to-plc',
       protocol: 'modbus',
@@ -219,7 +232,7 @@ describe('compilePolicy structure', () => {
     expect(plan.entries[0]?.modbus?.rules[0]?.functions).toEqual([3]);
     expect(plan.entries[3]?.opcua?.securityModes).toBeDefined();
     expect(setBlock(ruleset, 'f_hmi-to-plc_poll_r4')).toContain(
-      'elements = { 10.2.0.20 . 502 : 31000, 10.2.0.21 . 502 : 31001 }',
+      `elements = { 10.2.0.20 . 502 : ${p20}, 10.2.0.21 . 502 : ${p21} }`,
     );
     expect(setBlock(ruleset, 'f_hmi-to-plc_poll_r4')).toContain(
       'type ipv4_addr . inet_service : inet_service',
@@ -237,7 +250,8 @@ describe('compilePolicy structure', () => {
     expect(chain(ruleset, 'input')).toContain(
       'meta l4proto tcp ct status dnat tcp dport @dpi_listen accept comment "sluice dpi-listen"',
     );
-    expect(setBlock(ruleset, 'dpi_listen')).toContain('elements = { 31000, 31001, 31002, 31003, 31004 }');
+    const listen = [p20, p21, p6, u20, u6].sort((a, b) => a - b).join(', ');
+    expect(setBlock(ruleset, 'dpi_listen')).toContain(`elements = { ${listen} }`);
     expect(setBlock(ruleset, 'dpi_up4')).toContain(
       'elements = { 10.2.0.20 . 4840, 10.2.0.20 . 502, 10.2.0.21 . 502 }',
     );
@@ -380,6 +394,65 @@ describe('defensive whitelisting', () => {
     for (const z of p.zones.values()) z.description = '"; flush ruleset #';
     conduit(p).description = '}\ntable ip evil {}';
     expect(compilePolicy(p).ruleset).toBe(a);
+  });
+});
+
+describe('stable DPI listen ports', () => {
+  const ports = (text: string): Map<string, number> =>
+    new Map(
+      compilePolicy(policyFrom(text)).plan.entries.map((e) => [
+        `${e.conduit}/${e.flow}/${e.upstream.address}/${e.upstream.port}`,
+        e.listenPort,
+      ]),
+    );
+
+  it('keeps every existing listen port when flows are added or removed (hitless applies)', () => {
+    const before = ports(BASE);
+    // New flows that sort before and between the existing ones, and a new destination on an existing flow.
+    const more = BASE.replace(
+      '      - { name: ua,',
+      `      - { name: aa, protocol: modbus, from: [hmi-1], to: [plc-2], port: 5021, modbus: { rules: [{ functions: [3] }] } }
+      - { name: pz, protocol: modbus, from: [hmi-1], to: [plc-1], port: 5020, modbus: { rules: [{ functions: [3] }] } }
+      - { name: ua,`,
+    ).replace(
+      '{ name: ua, protocol: opcua, from: [hmi-1], to: [plc-1] }',
+      '{ name: ua, protocol: opcua, from: [hmi-1], to: [plc-1, plc-2] }',
+    );
+    const after = ports(more);
+    expect(after.size).toBe(before.size + 4);
+    for (const [key, port] of before) expect(after.get(key), key).toBe(port);
+    // Removing a flow leaves the others where they were.
+    const fewer = ports(BASE.replace(/ {6}- \{ name: poll,[^\n]*\n/, ''));
+    for (const [key, port] of fewer) expect(before.get(key), key).toBe(port);
+  });
+
+  it('resolves collisions deterministically and within the range', () => {
+    const flows = Array.from(
+      { length: 200 },
+      (_, i) =>
+        `      - { name: f${i}, protocol: modbus, from: [hmi-1], to: [plc-2], port: ${1000 + i}, modbus: { rules: [{ functions: [3] }] } }`,
+    ).join('\n');
+    const text = BASE.replace('      - { name: ua,', `${flows}\n      - { name: ua,`);
+    const a = compilePolicy(policyFrom(text), { proxyPortBase: 65300 });
+    const b = compilePolicy(policyFrom(text), { proxyPortBase: 65300 });
+    expect(a.ruleset).toBe(b.ruleset);
+    const used = a.plan.entries.map((e) => e.listenPort);
+    expect(new Set(used).size).toBe(used.length);
+    for (const p of used) expect(p >= 65300 && p <= 65535).toBe(true);
+  });
+});
+
+describe('DPI limits in the plan', () => {
+  it("carries a flow's limits (in ms) into each of its plan entries, and nothing when unset", () => {
+    const text = BASE.replace(
+      'modbus: { rules: [{ functions: [3], addresses: 0-9 }] } }',
+      'modbus: { rules: [{ functions: [3], addresses: 0-9 }] }, limits: { maxConnections: 4, idleTimeoutSeconds: 60 } }',
+    );
+    const { plan } = compilePolicy(policyFrom(text));
+    const poll = plan.entries.filter((e) => e.flow === 'poll');
+    expect(poll).toHaveLength(3); // plc-2, and plc-1 on both families
+    for (const e of poll) expect(e.limits).toEqual({ maxConnections: 4, idleTimeoutMs: 60_000 });
+    expect(plan.entries.find((e) => e.flow === 'ua')).not.toHaveProperty('limits');
   });
 });
 

@@ -458,6 +458,53 @@ function dpiTargets(flow: Flow): DpiTarget[] {
   return out;
 }
 
+/** How many listen ports above `proxyPortBase` the DPI proxies may use (fewer when 65535 comes first). */
+export const PROXY_PORT_RANGE = 8192;
+
+/** FNV-1a, 32 bit: a fixed, dependency-free hash, so a key maps to the same port on every machine. */
+function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (const byte of new TextEncoder().encode(text)) {
+    h ^= byte;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
+
+/**
+ * Listen ports that do not move when other flows come and go. The supervisor restarts a proxy (closing its
+ * connections) when its listen port changes, so numbering the DPI targets consecutively made adding one flow
+ * cut the sessions of every later one. Instead each (conduit, flow, upstream address, upstream port) hashes
+ * to a preferred port in [base, base + range); a taken port probes upwards (wrapping). Callers allocate in a
+ * fixed (sorted) order, so the same policy still gives byte-identical output. A port only moves when a new
+ * target collides with it *and* sorts before it, which with a few dozen targets in 8192 slots is rare.
+ */
+function listenPortAllocator(base: number, managementPorts: readonly number[]): (key: string) => number {
+  const size = Math.min(PROXY_PORT_RANGE, 65536 - base);
+  const last = base + size - 1;
+  // Refused outright rather than skipped: skipping would make a management port change move proxies.
+  const clash = managementPorts.find((p) => p >= base && p <= last);
+  if (clash !== undefined) {
+    throw new SluiceError(
+      'compile.port-collision',
+      `DPI listen ports ${base}-${last} include management port ${clash}; move proxyPortBase`,
+    );
+  }
+  const used = new Set<number>();
+  return (key) => {
+    if (used.size >= size) {
+      throw new SluiceError(
+        'compile.too-many-listeners',
+        `the DPI flows need more than the ${size} listen ports in ${base}-${last}; lower proxyPortBase`,
+      );
+    }
+    let slot = fnv1a(key) % size;
+    while (used.has(base + slot)) slot = (slot + 1) % size;
+    used.add(base + slot);
+    return base + slot;
+  };
+}
+
 /**
  * Compiles a validated policy. Throws SluiceError for the few things validation does not rule out but nft
  * cannot express (two conduits for one zone pair, DPI destinations that are networks, too many listen ports) and
@@ -504,11 +551,10 @@ export function compilePolicy(policy: Policy, options?: Partial<CompileOptions>)
     }
   }
 
-  // --- DPI plan (deterministic port allocation: conduit, flow, address, port) ---------------------------
+  // --- DPI plan (stable port allocation: see listenPortAllocator) -------------------------------------------
   const entries: ProxyPlanEntry[] = [];
   const dpiByFlow = new Map<Flow, { targets: DpiTarget[]; ports: number[] }>();
-  let nextPort = o.proxyPortBase;
-  const mgmtPorts = new Set(policy.gateway.management.ports);
+  const allocate = listenPortAllocator(o.proxyPortBase, policy.gateway.management.ports);
   for (const k of conduits) {
     for (const flow of [...k.flows].sort(byName)) {
       if (!DPI_PROTOCOLS.has(flow.protocol)) continue;
@@ -518,19 +564,7 @@ export function compilePolicy(policy: Policy, options?: Partial<CompileOptions>)
         (x) => x.text,
       );
       for (const t of targets) {
-        const listenPort = nextPort++;
-        if (listenPort > 65535) {
-          throw new SluiceError(
-            'compile.too-many-listeners',
-            `the DPI flows need more listen ports than fit above proxyPortBase ${o.proxyPortBase}`,
-          );
-        }
-        if (mgmtPorts.has(listenPort)) {
-          throw new SluiceError(
-            'compile.port-collision',
-            `DPI listen port ${listenPort} collides with a management port; move proxyPortBase`,
-          );
-        }
+        const listenPort = allocate(`${k.name}\0${flow.name}\0${t.address}\0${t.port}`);
         ports.push(listenPort);
         const entry: ProxyPlanEntry = {
           conduit: k.name,
@@ -543,6 +577,7 @@ export function compilePolicy(policy: Policy, options?: Partial<CompileOptions>)
         };
         if (flow.protocol === 'modbus' && flow.modbus !== undefined) entry.modbus = flow.modbus;
         if (flow.protocol === 'opcua' && flow.opcua !== undefined) entry.opcua = flow.opcua;
+        if (flow.limits !== undefined) entry.limits = { ...flow.limits };
         entries.push(entry);
       }
       dpiByFlow.set(flow, { targets, ports });

@@ -254,6 +254,31 @@ describe('any-port', () => {
     }
   });
 
+  it('treats a port set covering (nearly) every port as any port', () => {
+    for (const ports of [
+      [{ start: 0, end: 65535 }],
+      [{ start: 1, end: 65535 }],
+      [{ start: 1024, end: 65535 }],
+      [
+        { start: 1, end: 40000 },
+        { start: 30000, end: 65535 },
+      ],
+    ]) {
+      expect(lintPolicy(one(2, 2, [flow('wide', 'tcp', { ports })]), NOW)).toEqual([
+        expect.objectContaining({
+          rule: 'any-port',
+          severity: 'error',
+          path: ['conduits', 'a-to-b', 'flows', 0, 'port'],
+          message: expect.stringMatching(/in effect any port/),
+        }),
+      ]);
+    }
+    // Wide but deliberate ranges below the threshold stay allowed.
+    expect(lintPolicy(one(2, 2, [flow('hi', 'tcp', { ports: [{ start: 1025, end: 65535 }] })]), NOW)).toEqual(
+      [],
+    );
+  });
+
   it('is a warning into SL-T 1', () => {
     expect(lintPolicy(one(2, 1, [flow('all', 'udp', { ports: [] })]), NOW)).toEqual([
       expect.objectContaining({ rule: 'any-port', severity: 'warning' }),

@@ -228,17 +228,42 @@ function slSkip(conduit: Conduit, from: Zone, to: Zone, conduitPath: DocPath): L
  * any-port — derived from 62443-3-3 SR 5.2 RE1 (deny by default, allow by exception), required from SL 2 on:
  * hence an error into SL-T ≥ 2 and a warning below.
  */
+/**
+ * A port set this wide is "any port" in effect: `0-65535`, `1-65535` or `1024-65535` (all but the well-known
+ * ports) would otherwise slip past the rule that only looked for a missing `port`.
+ */
+export const ANY_PORT_THRESHOLD = 65535 - 1023;
+
+/** Number of distinct ports 1..65535 the ranges cover (overlaps counted once). */
+function portsCovered(ranges: readonly { start: number; end: number }[]): number {
+  const sorted = [...ranges].sort((a, b) => a.start - b.start);
+  let count = 0;
+  let next = 1; // first port not yet counted
+  for (const r of sorted) {
+    const start = Math.max(r.start, next);
+    const end = Math.min(r.end, 65535);
+    if (end >= start) {
+      count += end - start + 1;
+      next = end + 1;
+    }
+  }
+  return count;
+}
+
 function anyPort(conduit: Conduit, to: Zone, flow: Flow, flowPath: DocPath): LintFinding | undefined {
-  if ((flow.protocol !== 'tcp' && flow.protocol !== 'udp') || flow.ports.length > 0) return undefined;
+  if (flow.protocol !== 'tcp' && flow.protocol !== 'udp') return undefined;
+  const covered = flow.ports.length === 0 ? 65535 : portsCovered(flow.ports);
+  if (covered < ANY_PORT_THRESHOLD) return undefined;
   const severity: LintSeverity = to.securityLevel >= 2 ? 'error' : 'warning';
-  // The flow has no `port` key to point at (that absence is the finding), so the flow itself is the most
-  // precise place in the document.
+  // Without a `port` key (that absence is the finding) the flow itself is the most precise place to point at.
+  const written = flow.ports.length > 0;
   return finding(
     'any-port',
     severity,
-    flowPath,
-    `conduit ${conduit.name}: ${flow.protocol} flow ${flow.name} into zone ${zoneLabel(to)} allows any port; ` +
-      `list the ports the flow needs`,
+    written ? [...flowPath, 'port'] : flowPath,
+    `conduit ${conduit.name}: ${flow.protocol} flow ${flow.name} into zone ${zoneLabel(to)} allows ` +
+      (written ? `${covered} of 65535 ports, in effect any port` : 'any port') +
+      '; list the ports the flow needs',
     { conduit: conduit.name, flow: flow.name },
   );
 }

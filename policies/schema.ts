@@ -13,7 +13,7 @@ export type JsonSchema = Record<string, unknown>;
 
 /** Free text (descriptions, rationales) is bounded; it is shown in reports and never reaches nft. */
 export const FREE_TEXT_MAX = 512;
-/** Management ports kept reachable whatever the policy says: ssh and the web UI. */
+/** Management ports kept reachable whatever the policy says: ssh and the web UI. `ports:` only adds to them. */
 export const DEFAULT_MANAGEMENT_PORTS = [22, 8443];
 export const DEFAULT_LOG_RATE = '10/second';
 
@@ -98,6 +98,18 @@ const OPCUA = obj({
   certificates: list({ type: 'string', maxLength: 64, 'x-expect': 'a SHA-1 thumbprint (40 hex digits)' }),
 });
 
+/**
+ * Per-flow proxy limits (modbus/opcua flows only). Whole numbers with the unit in the key, so a value never
+ * needs parsing; ranges are checked in validate.ts (FLOW_LIMIT_RANGES) with a readable message.
+ */
+const FLOW_LIMITS = obj({
+  maxConnections: INTEGER,
+  maxConnectionsPerSource: INTEGER,
+  idleTimeoutSeconds: INTEGER,
+  maxOutstandingRequests: INTEGER,
+  messageTimeoutSeconds: INTEGER,
+});
+
 const FLOW = obj(
   {
     name: NAME,
@@ -111,6 +123,7 @@ const FLOW = obj(
     icmpTypes: list(SHORT_STRING, 1),
     modbus: MODBUS,
     opcua: OPCUA,
+    limits: FLOW_LIMITS,
   },
   ['name', 'protocol'],
 );

@@ -120,6 +120,23 @@ export interface OpcuaSpec {
   certificates: string[];
 }
 
+/**
+ * Per-flow resource limits for a DPI (modbus/opcua) proxy, in the units the proxies use (ms). Absent fields
+ * mean "the proxy's default". The policy writes seconds (`idleTimeoutSeconds`); validate.ts converts.
+ */
+export interface FlowLimits {
+  /** Concurrent client connections through this flow's proxy. */
+  maxConnections?: number;
+  /** Concurrent client connections from one source address. */
+  maxConnectionsPerSource?: number;
+  /** Close a connection after this long without traffic in either direction. */
+  idleTimeoutMs?: number;
+  /** Requests a client may have in flight (sent, not yet answered) on one connection. */
+  maxOutstandingRequests?: number;
+  /** Close a connection when a request gets no answer (or a message is not completed) within this. */
+  messageTimeoutMs?: number;
+}
+
 export interface Flow {
   name: string;
   protocol: FlowProtocol;
@@ -131,6 +148,8 @@ export interface Flow {
   icmpTypes: string[];
   modbus?: ModbusSpec;
   opcua?: OpcuaSpec;
+  /** DPI flows only; absent when the policy sets no limits. */
+  limits?: FlowLimits;
 }
 
 export interface Conduit {
@@ -207,6 +226,8 @@ export interface ProxyPlanEntry {
   sources: string[];
   modbus?: ModbusSpec;
   opcua?: OpcuaSpec;
+  /** The flow's `limits`, in ms; absent when the policy sets none (the proxy uses its defaults). */
+  limits?: FlowLimits;
 }
 
 export interface ProxyPlan {
@@ -217,7 +238,7 @@ export interface ProxyPlan {
 export interface CompileOptions {
   /** NFLOG group ulogd2 listens on. */
   nflogGroup: number;
-  /** First local port for DPI listeners; entries get consecutive ports in a deterministic order. */
+  /** First local port for DPI listeners; each (conduit, flow, upstream) hashes to a stable port in [base, base + 8192). */
   proxyPortBase: number;
 }
 

@@ -109,7 +109,7 @@ describe('schema', () => {
     const text = policy(POLL.replace('protocol: modbus', 'protocol: modbus\n        prot: tcp'));
     const p = expectOnly(text, 'schema', ['conduits', 'scada-to-control', 'flows', 0, 'prot'], 'prot:');
     expect(p.message).toBe(
-      "unknown field 'prot' (allowed: name, protocol, from, to, port, icmpTypes, modbus, opcua)",
+      "unknown field 'prot' (allowed: name, protocol, from, to, port, icmpTypes, modbus, opcua, limits)",
     );
   });
 
@@ -597,6 +597,16 @@ describe('normalisation', () => {
     expect(p.waivers).toEqual([]);
   });
 
+  it('keeps ssh and the UI in the management ports whatever the policy lists (anti-lockout)', () => {
+    const text = policy(POLL).replace(
+      'allowFrom: [192.168.100.0/24]',
+      'allowFrom: [192.168.100.0/24]\n    ports: [80]',
+    );
+    const r = run(text);
+    expect(r.errors).toEqual([]);
+    expect(r.policy?.gateway.management.ports).toEqual([22, 80, 8443]);
+  });
+
   it('keeps explicit settings: monitor mode, logRate, management ports, opcua options', () => {
     const text = `${HEAD.replace('allowFrom: [192.168.100.0/24]', "allowFrom: ['192.168.100.7', 'FD00::1/64']\n    ports: [8443, 22, 2222]")}defaults:\n  logRate: 5/minute\n${ZONES}${ASSETS}conduits:
   scada-to-control:
@@ -859,5 +869,68 @@ describe('hostile input', () => {
     const r = validatePolicy(rest, { now: NOW });
     // Without locateKey the unknown field is shown at its value.
     expect(r.errors[0]?.position).toEqual(posOf(text, '12345'));
+  });
+});
+
+describe('DPI flow limits', () => {
+  const LIMITED = POLL.replace(
+    'protocol: modbus',
+    'protocol: modbus\n        limits: { maxConnections: 8, maxConnectionsPerSource: 2, idleTimeoutSeconds: 300, maxOutstandingRequests: 4, messageTimeoutSeconds: 5 }',
+  );
+
+  it('normalises limits to ms and leaves them out when absent', () => {
+    const r = run(policy(LIMITED));
+    expect(r.errors).toEqual([]);
+    const flow = r.policy?.conduits.get('scada-to-control')?.flows[0];
+    expect(flow?.limits).toEqual({
+      maxConnections: 8,
+      maxConnectionsPerSource: 2,
+      idleTimeoutMs: 300_000,
+      maxOutstandingRequests: 4,
+      messageTimeoutMs: 5000,
+    });
+    expect(run(policy(POLL)).policy?.conduits.get('scada-to-control')?.flows[0]).not.toHaveProperty('limits');
+  });
+
+  it('refuses values out of range, at the value', () => {
+    const text = policy(LIMITED.replace('idleTimeoutSeconds: 300', 'idleTimeoutSeconds: 0'));
+    const p = expectOnly(
+      text,
+      'semantic.limit-range',
+      ['conduits', 'scada-to-control', 'flows', 0, 'limits', 'idleTimeoutSeconds'],
+      '0, maxOutstandingRequests',
+    );
+    expect(p.message).toBe('idleTimeoutSeconds 0 is out of range (1–604800 seconds (7 days))');
+    const big = run(policy(LIMITED.replace('messageTimeoutSeconds: 5', 'messageTimeoutSeconds: 3601')));
+    expect(big.errors.map((e) => e.code)).toEqual(['semantic.limit-range']);
+  });
+
+  it('refuses a per-source limit above the total', () => {
+    const text = policy(LIMITED.replace('maxConnectionsPerSource: 2', 'maxConnectionsPerSource: 9'));
+    expectOnly(
+      text,
+      'semantic.limit-range',
+      ['conduits', 'scada-to-control', 'flows', 0, 'limits', 'maxConnectionsPerSource'],
+      '9, idleTimeoutSeconds',
+    );
+  });
+
+  it('refuses unknown keys, non-integers and limits on non-DPI flows', () => {
+    const typo = run(policy(LIMITED.replace('maxConnections: 8', 'maxConnection: 8')));
+    expect(typo.errors.map((e) => e.code)).toEqual(['schema']);
+    const text = run(policy(LIMITED.replace('idleTimeoutSeconds: 300', 'idleTimeoutSeconds: 300s')));
+    expect(text.errors.map((e) => e.code)).toEqual(['schema']);
+    const tcp = policy(`  scada-to-control:
+    from: scada
+    to: control
+    flows:
+      - { name: web, protocol: tcp, to: [plc-1], port: 80, limits: { maxConnections: 3 } }
+`);
+    expectOnly(
+      tcp,
+      'semantic.limits-protocol',
+      ['conduits', 'scada-to-control', 'flows', 0, 'limits'],
+      'limits:',
+    );
   });
 });

@@ -37,6 +37,7 @@ import type {
   DocPath,
   Endpoint,
   Flow,
+  FlowLimits,
   FlowProtocol,
   LintFinding,
   LogRate,
@@ -86,6 +87,39 @@ export const OPCUA_DEFAULTS: OpcuaSpec = {
   call: [],
   anonymous: false,
   certificates: [],
+};
+
+/**
+ * Accepted ranges of the policy's `limits` keys (inclusive) and how each maps onto `FlowLimits`. The bounds
+ * refuse values that are surely mistakes (0 = "never accept", a 30-day idle timeout) rather than tune anything.
+ */
+export const FLOW_LIMIT_RANGES: Readonly<
+  Record<
+    | 'maxConnections'
+    | 'maxConnectionsPerSource'
+    | 'idleTimeoutSeconds'
+    | 'maxOutstandingRequests'
+    | 'messageTimeoutSeconds',
+    { min: number; max: number; key: keyof FlowLimits; scale: number; unit: string }
+  >
+> = {
+  maxConnections: { min: 1, max: 65535, key: 'maxConnections', scale: 1, unit: 'connections' },
+  maxConnectionsPerSource: {
+    min: 1,
+    max: 65535,
+    key: 'maxConnectionsPerSource',
+    scale: 1,
+    unit: 'connections',
+  },
+  idleTimeoutSeconds: { min: 1, max: 604800, key: 'idleTimeoutMs', scale: 1000, unit: 'seconds (7 days)' },
+  maxOutstandingRequests: { min: 1, max: 65535, key: 'maxOutstandingRequests', scale: 1, unit: 'requests' },
+  messageTimeoutSeconds: {
+    min: 1,
+    max: 3600,
+    key: 'messageTimeoutMs',
+    scale: 1000,
+    unit: 'seconds (1 hour)',
+  },
 };
 
 export const DEFAULT_PORTS: Readonly<Record<'modbus' | 'opcua', number>> = { modbus: 502, opcua: 4840 };
@@ -462,9 +496,10 @@ function buildPolicy(data: unknown, sink: Sink): Built {
     const c = parseCidrAt(sink, v, [...mgmtPath, 'allowFrom', i], 'address or network');
     if (c) allowFrom.push(c);
   });
+  // The policy may only add ports: ssh and the UI stay reachable whatever it says (anti-lockout), so a
+  // `ports: [80]` cannot lock the operator out of the box that enforces it.
   let mgmtPorts = [...DEFAULT_MANAGEMENT_PORTS];
   if (has(mgmt, 'ports')) {
-    mgmtPorts = [];
     arr(get(mgmt, 'ports')).forEach((v, i) => {
       if (!isInt(v)) return;
       if (v < 1 || v > 65535) {
@@ -899,10 +934,24 @@ function buildFlow(sink: Sink, f: unknown, path: DocPath, ctx: FlowContext): Flo
   }
   if (protocol === 'opcua') opcua = buildOpcua(sink, get(f, 'opcua'), [...path, 'opcua']);
 
+  // --- proxy limits
+  let limits: FlowLimits | undefined;
+  if (has(f, 'limits')) {
+    if (protocol !== undefined && !isDpi) {
+      sink.add(
+        'semantic.limits-protocol',
+        [...path, 'limits'],
+        `limits only apply to modbus and opcua flows (they bound the filtering proxy), not ${protocol}`,
+        { at: 'key' },
+      );
+    } else limits = buildLimits(sink, get(f, 'limits'), [...path, 'limits']);
+  }
+
   if (name === undefined || !NAME_RE.test(name) || protocol === undefined) return undefined;
   const flow: Flow = { name, protocol, from, to, ports, icmpTypes };
   if (modbus) flow.modbus = modbus;
   if (opcua) flow.opcua = opcua;
+  if (limits !== undefined && Object.keys(limits).length > 0) flow.limits = limits;
   const port = ports[0];
   if (isDpi && port !== undefined) {
     ctx.dpi.push({
@@ -915,6 +964,31 @@ function buildFlow(sink: Sink, f: unknown, path: DocPath, ctx: FlowContext): Flo
     });
   }
   return flow;
+}
+
+function buildLimits(sink: Sink, l: unknown, path: DocPath): FlowLimits {
+  const limits: FlowLimits = {};
+  for (const [field, r] of Object.entries(FLOW_LIMIT_RANGES)) {
+    const v = get(l, field);
+    if (!isInt(v)) continue; // absent, or a schema error already reported
+    if (v < r.min || v > r.max) {
+      sink.add(
+        'semantic.limit-range',
+        [...path, field],
+        `${field} ${v} is out of range (${r.min}–${r.max} ${r.unit})`,
+      );
+    } else limits[r.key] = v * r.scale;
+  }
+  const total = limits.maxConnections;
+  const perSource = limits.maxConnectionsPerSource;
+  if (total !== undefined && perSource !== undefined && perSource > total) {
+    sink.add(
+      'semantic.limit-range',
+      [...path, 'maxConnectionsPerSource'],
+      `maxConnectionsPerSource ${perSource} is more than maxConnections ${total}; one source could never reach it`,
+    );
+  }
+  return limits;
 }
 
 function buildModbus(sink: Sink, m: unknown, path: DocPath): ModbusSpec {

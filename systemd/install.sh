@@ -6,14 +6,16 @@
 #                               including the pinned Node runtime (node_modules/node/bin/node)
 #   PREFIX=/usr                 PREFIX/bin/sluice: a wrapper that runs the app on the pinned Node
 #   UNITDIR=/lib/systemd/system the units of systemd/
-#   CONFDIR=/etc/sluice         sluice.env (written only when absent) and ulogd.conf
+#   CONFDIR=/etc/sluice         sluice.env and ulogd.conf (written only when absent), backup.key (0600, created
+#                               once and printed once: `sluice backup` signs archives with it)
 #   STATEDIR=/var/lib/sluice    state, mode 0700: created if missing, its contents are never touched (upgrade
 #                               keeps the policy versions, the running policy, users and audit log)
 #   LOGDIR=/var/log/sluice      ulogd2's JSON hand-over file
 # On a live system (DESTDIR empty and systemd running) it also creates the `sluice` user, reloads systemd and
 # enables the units; an upgrade restarts the units that were running. Anything else only lays out files, so
 # packaging (DESTDIR=…) and tests never touch the host.
-# `uninstall` removes everything but STATEDIR and LOGDIR; PURGE=1 removes those (and the user) too.
+# `uninstall` removes the software but keeps CONFDIR (the installer's settings and the backup key, like
+# Debian conffiles), STATEDIR and LOGDIR; PURGE=1 removes those (and the user) too.
 set -euo pipefail
 
 ACTION="${1:-}"
@@ -102,6 +104,25 @@ write_ulogd_conf() {
   mv "$conf.tmp" "$conf"
 }
 
+# The per-gateway backup key: 32 random bytes as hex, readable by root only. Created once, never replaced
+# (archives made with it could no longer be restored), and printed once so the installer can keep a copy
+# offline: a replacement box restores the old box's archives with `sluice restore --key-file`. A package
+# built with DESTDIR must not ship this file (every box would share the key): delete it from the image.
+write_backup_key() {
+  local key="$D$CONFDIR/backup.key"
+  [ -e "$key" ] && return 0
+  (
+    umask 077
+    od -An -v -N32 -tx1 /dev/urandom | tr -d ' \n' >"$key.tmp"
+    echo >>"$key.tmp"
+  )
+  chmod 0600 "$key.tmp"
+  mv "$key.tmp" "$key"
+  say "created the backup key $CONFDIR/backup.key. Store a copy OFFLINE now (it is shown only this once);"
+  say "restoring this gateway's backups on a replacement box needs it (sluice restore --key-file):"
+  say "  backup key: $(cat "$key")"
+}
+
 do_install() {
   test -f "$SRC/dist/gateway/cli.js" || { say "dist/ is missing: run 'make build' first"; exit 1; }
   local upgrade=0
@@ -111,7 +132,10 @@ do_install() {
   mkdir -p "$D$PREFIX/bin"
   cat >"$D$PREFIX/bin/sluice" <<EOF
 #!/bin/sh
-# Runs Sluice on its own pinned Node runtime, whatever node is on PATH.
+# Runs Sluice on its own pinned Node runtime, whatever node is on PATH, with this install's paths.
+: "\${SLUICE_STATE_DIR:=$STATEDIR}"
+: "\${SLUICE_BACKUP_KEY_FILE:=$CONFDIR/backup.key}"
+export SLUICE_STATE_DIR SLUICE_BACKUP_KEY_FILE
 exec "$APPDIR/node_modules/node/bin/node" "$APPDIR/bin/sluice.js" "\$@"
 EOF
   chmod 0755 "$D$PREFIX/bin/sluice"
@@ -131,6 +155,7 @@ EOF
     chmod 0644 "$D$CONFDIR/sluice.env"
   fi
   write_ulogd_conf
+  write_backup_key
 
   # The state dir is created, never emptied or rewritten: an upgrade keeps the running policy.
   mkdir -p "$D$STATEDIR" "$D$LOGDIR"
@@ -138,7 +163,8 @@ EOF
   chmod 0750 "$D$LOGDIR"
 
   if [ "$live" = 1 ]; then
-    bash "$SRC/systemd/install-deps.sh" nftables ulogd2 ulogd2-json procps
+    # openssl: the UI makes its self-signed certificate with it (web-ui/tls.ts).
+    bash "$SRC/systemd/install-deps.sh" nftables ulogd2 ulogd2-json procps openssl
     systemd-sysusers /usr/lib/sysusers.d/sluice.conf
     chown sluice:sluice "$STATEDIR" "$LOGDIR"
     systemctl daemon-reload
@@ -164,14 +190,15 @@ do_uninstall() {
     systemctl disable --now "${UNITS[@]}" 2>/dev/null || true
   fi
   for u in "${UNITS[@]}"; do rm -f "$D$UNITDIR/$u"; done
-  rm -rf "$D$APPDIR" "$D$CONFDIR"
+  rm -rf "$D$APPDIR"
   rm -f "$D$PREFIX/bin/sluice" "$D/usr/lib/sysusers.d/sluice.conf" "$D/etc/logrotate.d/sluice"
   if [ "$PURGE" = 1 ]; then
-    rm -rf "$D$STATEDIR" "$D$LOGDIR"
+    rm -rf "$D$CONFDIR" "$D$STATEDIR" "$D$LOGDIR"
     if [ "$live" = 1 ] && getent passwd sluice >/dev/null; then userdel sluice || true; fi
-    say "removed, state purged"
+    say "removed, configuration and state purged"
   else
-    say "removed; state kept in $D$STATEDIR (PURGE=1 removes it)"
+    # Like a Debian conffile: a reinstall finds the installer's settings and the backup key again.
+    say "removed; configuration kept in $D$CONFDIR, state in $D$STATEDIR (PURGE=1 removes them)"
   fi
   if [ "$live" = 1 ]; then systemctl daemon-reload; fi
 }

@@ -11,7 +11,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { labUp, labDown, type Lab } from './lab/topology.ts';
-import { nsSpawn, startTcpEcho, tcpProbe, type NsServer, type Spawned } from './lab/netns.ts';
+import {
+  nsSpawn,
+  startTcpEcho,
+  tcpProbe,
+  waitForTcpListen,
+  type NsServer,
+  type Spawned,
+} from './lab/netns.ts';
 
 const PREFIX = 'slcG';
 const isRoot = process.getuid?.() === 0;
@@ -224,6 +231,58 @@ describe.skipIf(!isRoot && process.env['CI'] !== 'true')('gateway daemon in the 
     expect(result.gap).toBeLessThan(1000);
     expect(await tcpProbe(hmi, '10.81.2.20', 9090)).toMatchObject({ ok: true });
     expect(await managementReachable()).toBe(true);
+  });
+
+  it('keeps a long-lived Modbus session through its proxy across an apply that adds other DPI flows', async () => {
+    const hmi = lab.hostNs('hmi', 'hmi');
+    const plcNs = lab.hostNs('plant', 'plc');
+    const plc = nsSpawn(plcNs, process.execPath, [
+      join(import.meta.dirname, 'lab/plc-sim.ts'),
+      '--port',
+      '502',
+      '--quiet',
+    ]);
+    try {
+      await waitForTcpListen(plcNs, 502, 10_000);
+      const poll = `      - { name: poll, protocol: modbus, from: [hmi], to: [plc], modbus: { rules: [{ functions: [read-holding-registers] }] } }\n`;
+      const file = join(stateDir, 'p-mb1.yaml');
+      await writeFile(file, policy(poll));
+      expect((await sluice('apply', file, '--comment', 'modbus poll')).exitCode).toBe(0);
+      // One TCP connection, a read-holding-registers request every 100 ms; every 11-byte answer is counted.
+      const client = nsSpawn(hmi, process.execPath, [
+        '-e',
+        `const s=require('node:net').connect(502,'10.81.2.20');let n=0,got=0;
+         s.on('data',d=>{got+=d.length});
+         s.on('error',e=>{console.log(JSON.stringify({error:e.code}));process.exit(1)});
+         s.on('close',()=>{console.log(JSON.stringify({closed:true,n,got}));process.exit(1)});
+         const i=setInterval(()=>{const b=Buffer.from([0,n&255,0,0,0,6,1,3,0,0,0,1]);s.write(b);if(++n===40){clearInterval(i);setTimeout(()=>{console.log(JSON.stringify({n,got}));process.exit(0)},400)}},100);`,
+      ]);
+      await new Promise((res) => setTimeout(res, 1500));
+      // Flows that sort before and after 'poll': with consecutive numbering they moved poll's listen port,
+      // which restarted its proxy and cut the session.
+      const file2 = join(stateDir, 'p-mb2.yaml');
+      await writeFile(
+        file2,
+        policy(
+          `      - { name: aa, protocol: modbus, from: [hmi], to: [plc], port: 1502, modbus: { rules: [{ functions: [3] }] } }\n` +
+            poll +
+            `      - { name: zz, protocol: opcua, from: [hmi], to: [plc], port: 4840 }\n`,
+        ),
+      );
+      const r = await sluice('apply', file2, '--comment', 'more DPI flows');
+      expect(r.exitCode, r.stderr).toBe(0);
+      const out = await client;
+      const result = JSON.parse(String(out.stdout)) as {
+        n: number;
+        got: number;
+        error?: string;
+        closed?: boolean;
+      };
+      expect(result).toEqual({ n: 40, got: 40 * 11 });
+    } finally {
+      plc.kill('SIGTERM');
+      await plc.catch(() => undefined);
+    }
   });
 
   it('rolls an unconfirmed apply back by T + 2 s, and keeps a confirmed one', async () => {

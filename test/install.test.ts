@@ -6,9 +6,11 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa } from 'execa';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { parseManagement } from '../gateway/cli.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const UNITS = ['sluice-boot.service', 'sluice-ulogd.service', 'sluice.service', 'sluice-ui.service'];
@@ -18,6 +20,8 @@ const mustRun = process.env['CI'] === 'true' || isRoot;
 if (!mustRun) console.warn('install.test: not root, skipping the namespace boot-ruleset test');
 
 let dest: string;
+/** stderr of the first install (the only one that may print the backup key). */
+let firstInstallStderr = '';
 
 async function install(action: 'install' | 'uninstall', env: Record<string, string> = {}) {
   return await execa('bash', [path.join(REPO, 'systemd/install.sh'), action], {
@@ -54,6 +58,7 @@ beforeAll(async () => {
   const r = await install('install');
   expect(r.stderr).toContain('no systemd actions');
   expect(r.exitCode).toBe(0);
+  firstInstallStderr = r.stderr;
 });
 
 afterAll(async () => {
@@ -129,6 +134,7 @@ describe('make install into a DESTDIR', () => {
       'usr/bin/sluice',
       'etc/sluice/sluice.env',
       'etc/sluice/ulogd.conf',
+      'etc/sluice/backup.key',
       'etc/logrotate.d/sluice',
       'usr/lib/sysusers.d/sluice.conf',
       ...UNITS.map((u) => `lib/systemd/system/${u}`),
@@ -139,9 +145,29 @@ describe('make install into a DESTDIR', () => {
       expect(existsSync(path.join(dest, 'opt/sluice/node_modules', dev)), dev).toBe(false);
     expect((await stat(path.join(dest, 'var/lib/sluice'))).mode & 0o777).toBe(0o700);
     expect(await readFile(path.join(dest, 'etc/sluice/ulogd.conf'), 'utf8')).toContain('group=100');
-    expect(await readFile(path.join(dest, 'usr/bin/sluice'), 'utf8')).toContain(
-      '/opt/sluice/node_modules/node/bin/node',
-    );
+    const wrapper = await readFile(path.join(dest, 'usr/bin/sluice'), 'utf8');
+    expect(wrapper).toContain('/opt/sluice/node_modules/node/bin/node');
+    expect(wrapper).toContain('SLUICE_BACKUP_KEY_FILE:=/etc/sluice/backup.key');
+  });
+
+  it('creates a per-gateway backup key, root-only, and prints it once', async () => {
+    const keyFile = path.join(dest, 'etc/sluice/backup.key');
+    expect((await stat(keyFile)).mode & 0o777).toBe(0o600);
+    const key = (await readFile(keyFile, 'utf8')).trim();
+    expect(key).toMatch(/^[0-9a-f]{64}$/);
+    expect(firstInstallStderr).toContain(`backup key: ${key}`);
+    // Another install (a second box) gets another key.
+    const other = await mkdtemp(path.join(tmpdir(), 'sluice-destdir2-'));
+    try {
+      const r = await execa('bash', [path.join(REPO, 'systemd/install.sh'), 'install'], {
+        env: { DESTDIR: other },
+        reject: false,
+      });
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect((await readFile(path.join(other, 'etc/sluice/backup.key'), 'utf8')).trim()).not.toBe(key);
+    } finally {
+      await rm(other, { recursive: true, force: true });
+    }
   });
 
   it('runs on its bundled Node with its own dependencies', async () => {
@@ -158,32 +184,84 @@ describe('make install into a DESTDIR', () => {
     expect(v.exitCode).toBe(0);
   });
 
-  it('keeps state and configuration on upgrade', async () => {
-    const state = path.join(dest, 'var/lib/sluice/versions.json');
-    await writeFile(state, '{"format":1,"versions":[]}\n', { mode: 0o600 });
+  it("backs up and restores with the install's key; another key is refused; the restore is audited", async () => {
+    // The source CLI on the pinned Node (dist/ may predate the source), with the key install created.
+    const node = path.join(REPO, 'node_modules/.bin/node');
+    const cliTs = path.join(REPO, 'gateway/cli.ts');
+    const work = await mkdtemp(path.join(tmpdir(), 'sluice-clibackup-'));
+    const stateDir = path.join(work, 'state');
+    const env = {
+      SLUICE_BACKUP_KEY_FILE: path.join(dest, 'etc/sluice/backup.key'),
+      SLUICE_STATE_DIR: stateDir,
+    };
+    const sluice = (...args: string[]) => execa(node, [cliTs, ...args], { env, reject: false });
+    try {
+      await mkdir(stateDir, { mode: 0o700 });
+      await writeFile(path.join(stateDir, 'versions.json'), '{"format":1,"versions":[]}\n', { mode: 0o600 });
+      const archive = path.join(work, 'b.tar.gz');
+      const b = await sluice('backup', archive);
+      expect(b.exitCode, b.stderr).toBe(0);
+      expect(b.stdout).toContain('signed with backup key');
+      const otherKey = path.join(work, 'other.key');
+      await writeFile(otherKey, randomBytes(32).toString('hex'), { mode: 0o600 });
+      const bad = await sluice('restore', archive, '--key-file', otherKey);
+      expect(bad.exitCode).toBe(1);
+      expect(bad.stderr).toContain('--key-file');
+      const ok = await sluice('restore', archive);
+      expect(ok.exitCode, ok.stderr).toBe(0);
+      const audit = JSON.parse(await readFile(path.join(stateDir, 'audit.json'), 'utf8')) as {
+        entries: { action: string }[];
+      };
+      expect(audit.entries.map((e) => e.action)).toEqual(['restore']);
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+
+  it('upgrade: replaces the app tree, keeps state, settings and the backup key', async () => {
+    const stateDir = path.join(dest, 'var/lib/sluice');
+    const state = path.join(stateDir, 'versions.json');
+    const marker = `{"format":1,"versions":[],"marker":"${randomBytes(8).toString('hex')}"}\n`;
+    await writeFile(state, marker, { mode: 0o600 });
+    await mkdir(path.join(stateDir, 'sub'), { recursive: true });
+    await writeFile(path.join(stateDir, 'sub', 'ui-users.json'), 'users\n', { mode: 0o600 });
     const env = path.join(dest, 'etc/sluice/sluice.env');
-    await writeFile(env, (await readFile(env, 'utf8')) + 'SLUICE_UI_LISTEN=10.0.0.1:8443\n');
+    const envText = (await readFile(env, 'utf8')) + 'SLUICE_UI_LISTEN=10.0.0.1:9443\n';
+    await writeFile(env, envText);
+    const keyFile = path.join(dest, 'etc/sluice/backup.key');
+    const key = await readFile(keyFile, 'utf8');
+    // Left over from the old version: the new tree must not contain it (a replaced tree, not a merge),
+    // and a modified file of the old tree must come back as built.
+    const stale = path.join(dest, 'opt/sluice/dist/stale-from-old-version.js');
+    await writeFile(stale, 'old\n');
+    const cli = path.join(dest, 'opt/sluice/dist/gateway/cli.js');
+    const built = await readFile(cli, 'utf8');
+    await writeFile(cli, '// old build\n');
     const r = await install('install');
-    expect(r.exitCode).toBe(0);
-    expect(await readFile(state, 'utf8')).toBe('{"format":1,"versions":[]}\n');
-    expect(await readFile(env, 'utf8')).toContain('SLUICE_UI_LISTEN=10.0.0.1:8443');
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(existsSync(stale)).toBe(false);
+    expect(await readFile(cli, 'utf8')).toBe(built);
+    expect(await readFile(state, 'utf8')).toBe(marker);
+    expect(await readFile(path.join(stateDir, 'sub', 'ui-users.json'), 'utf8')).toBe('users\n');
+    expect(await readFile(env, 'utf8')).toBe(envText);
+    expect(await readFile(keyFile, 'utf8')).toBe(key);
+    expect(r.stderr).not.toContain('backup key:');
     expect((await readdir(path.join(dest, 'opt'))).sort()).toEqual(['sluice']);
   });
 
-  it('uninstalls all but the state; PURGE=1 removes the state too', async () => {
+  it('uninstalls all but configuration and state; PURGE=1 removes those too', async () => {
     const r = await install('uninstall');
     expect(r.exitCode).toBe(0);
-    for (const p of [
-      'opt/sluice',
-      'usr/bin/sluice',
-      'etc/sluice',
-      ...UNITS.map((u) => `lib/systemd/system/${u}`),
-    ])
+    for (const p of ['opt/sluice', 'usr/bin/sluice', ...UNITS.map((u) => `lib/systemd/system/${u}`)])
       expect(existsSync(path.join(dest, p)), p).toBe(false);
     expect(existsSync(path.join(dest, 'var/lib/sluice/versions.json'))).toBe(true);
+    // Like Debian conffiles: the installer's settings and the backup key survive a plain uninstall.
+    expect(await readFile(path.join(dest, 'etc/sluice/sluice.env'), 'utf8')).toContain('10.0.0.1:9443');
+    expect(existsSync(path.join(dest, 'etc/sluice/backup.key'))).toBe(true);
     const p = await install('uninstall', { PURGE: '1' });
     expect(p.exitCode).toBe(0);
     expect(existsSync(path.join(dest, 'var/lib/sluice'))).toBe(false);
+    expect(existsSync(path.join(dest, 'etc/sluice'))).toBe(false);
   });
 });
 
@@ -200,17 +278,27 @@ describe('sluice boot-ruleset', () => {
           'exec',
           NS,
           path.join(REPO, 'node_modules/.bin/node'),
-          path.join(REPO, 'bin/sluice.js'),
+          path.join(REPO, 'gateway/cli.ts'),
           'boot-ruleset',
           '--state-dir',
           state,
         ],
-        { reject: false, env: { SLUICE_MGMT_INTERFACE: 'mgmt0', SLUICE_MGMT_ALLOW: '10.99.0.0/24' } },
+        {
+          reject: false,
+          env: {
+            SLUICE_MGMT_INTERFACE: 'mgmt0',
+            SLUICE_MGMT_ALLOW: '10.99.0.0/24',
+            SLUICE_UI_LISTEN: '10.99.0.1:9443',
+          },
+        },
       );
       expect(r.stdout, r.stderr).toContain('FAIL-CLOSED');
       expect(r.exitCode).toBe(0);
       const rules = await execa('ip', ['netns', 'exec', NS, 'nft', 'list', 'table', 'inet', 'sluice']);
       expect(rules.stdout).toContain('mgmt0');
+      // The UI's configured port, not a hard-coded 8443, stays reachable.
+      expect(rules.stdout).toMatch(/9443/);
+      expect(rules.stdout).not.toMatch(/8443/);
       expect(rules.stdout).toMatch(/chain forward[\s\S]*policy drop/);
       const audit = JSON.parse(await readFile(path.join(state, 'audit.json'), 'utf8')) as {
         entries: { action: string }[];
@@ -234,7 +322,57 @@ describe('the install docs', () => {
       'upgrade',
       'at boot and on failure',
       'watchdog',
+      // Declared dependencies (web-ui/tls.ts runs openssl) and the npm step of a fresh install.
+      'openssl',
+      "debian's `npm`",
+      // The restart pause is fixed on systemd 252: say so rather than promise a backoff.
+      'restartsteps',
+      'backup.key',
+      '--key-file',
+      '--other-gateway',
     ])
-      expect(text.toLowerCase()).toContain(topic);
+      expect(text.toLowerCase().replace(/\s+/g, ' ')).toContain(topic);
+  });
+});
+
+describe('make install on a fresh Debian', () => {
+  it("installs Debian's npm through install-deps.sh before building when npm is missing", async () => {
+    // A PATH with make and bash but no npm; INSTALL_DEPS records its arguments and stops the install there.
+    const work = await mkdtemp(path.join(tmpdir(), 'sluice-nonpm-'));
+    try {
+      const bin = path.join(work, 'bin');
+      await mkdir(bin);
+      for (const tool of ['make', 'bash', 'sh', 'cat'])
+        for (const dir of ['/usr/bin', '/bin'])
+          if (existsSync(path.join(dir, tool))) {
+            await symlink(path.join(dir, tool), path.join(bin, tool));
+            break;
+          }
+      const record = path.join(work, 'deps.txt');
+      const fake = path.join(work, 'fake-deps.sh');
+      await writeFile(fake, `echo "$@" > ${record}\nexit 3\n`);
+      await chmod(fake, 0o755);
+      const r = await execa('make', ['--no-print-directory', 'install', `INSTALL_DEPS=bash ${fake}`], {
+        cwd: REPO,
+        env: { PATH: bin, DESTDIR: path.join(work, 'dest') },
+        extendEnv: false,
+        reject: false,
+      });
+      expect(r.exitCode).not.toBe(0);
+      expect(existsSync(record), r.stderr).toBe(true);
+      expect((await readFile(record, 'utf8')).trim()).toBe('npm');
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('fail-closed management access', () => {
+  it('opens the UI port from SLUICE_UI_LISTEN, not a hard-coded 8443', () => {
+    expect(parseManagement('mgmt0', '10.0.0.0/24', '192.168.100.1:9443').ports).toEqual([22, 9443]);
+    expect(parseManagement('mgmt0', '10.0.0.0/24', '[fd00::1]:10443').ports).toEqual([22, 10443]);
+    expect(parseManagement('mgmt0', '10.0.0.0/24', '').ports).toEqual([22, 8443]);
+    expect(() => parseManagement('mgmt0', '10.0.0.0/24', '192.168.100.1')).toThrow(/ADDR:PORT/);
+    expect(() => parseManagement('mgmt0', '10.0.0.0/24', '1.2.3.4:70000')).toThrow(/ADDR:PORT/);
   });
 });

@@ -4,21 +4,20 @@
  *
  *   slcM-hmi-hmi (10.232.1.10) ── slcM-gw (eth1 | eth2) ── slcM-control-plc (10.232.2.20, plc-sim on 502)
  *
- * The gateway namespace loads the ruleset compiled from the policy below, whose nat chain redirects
- * 10.232.2.20:502 to the flow's listen port, where test/lab/proxy-host.ts runs the proxy plan with the
- * Modbus filter. The PLC prints one JSON line per request it handles: that count is the proof of what
- * reached the device and, above all, what did not.
+ * The gateway runs as an operator runs it: `sluice run` inside the gateway namespace (with ulogd), policies
+ * applied with `sluice apply`, blocked-traffic events read back with `sluice logs --json`. The compiled nat
+ * chain redirects 10.232.2.20:502 to the flow's listen port, where the daemon's proxy runs the Modbus
+ * filter. The PLC prints one JSON line per request it handles: that count is the proof of what reached the
+ * device and, above all, what did not.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Nft } from '../gateway/nft.ts';
-import { compilePolicy } from '../policies/compile.ts';
-import type { CompileResult } from '../policies/types.ts';
-import { validatePolicyText } from '../policies/validate.ts';
-import { waitForTcpListen, type Spawned } from './lab/netns.ts';
+import { follow, type Follower, type Line } from './lab/follow.ts';
+import { waitForTcpListen } from './lab/netns.ts';
 import { labUp, type Lab } from './lab/topology.ts';
 
 const isRoot = process.getuid?.() === 0;
@@ -31,6 +30,8 @@ const PREFIX = 'slcM';
 const HMI = '10.232.1.10';
 const PLC = '10.232.2.20';
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const CLI = path.join(ROOT, 'gateway/cli.ts');
+const CONDUIT = 'hmi-to-control';
 
 function policy(mode: 'enforce' | 'monitor'): string {
   return `version: 1
@@ -64,51 +65,6 @@ conduits:
               addresses: 100-109
               values: 0-100
 `;
-}
-
-function compile(text: string): CompileResult {
-  const v = validatePolicyText(text, 'modbus-e2e.yaml');
-  if (!v.ok || v.policy === undefined) throw new Error(`policy invalid: ${JSON.stringify(v.errors)}`);
-  return compilePolicy(v.policy);
-}
-
-type Line = Record<string, unknown>;
-
-interface Follower {
-  lines: Line[];
-  waitFor(pred: (l: Line) => boolean, ms?: number): Promise<Line>;
-}
-
-/** Collects a child's JSON stdout lines as they arrive. */
-function follow(child: Spawned): Follower {
-  const lines: Line[] = [];
-  let rest = '';
-  child.stdout?.on('data', (d: Buffer) => {
-    rest += d.toString();
-    let nl: number;
-    while ((nl = rest.indexOf('\n')) >= 0) {
-      const text = rest.slice(0, nl);
-      rest = rest.slice(nl + 1);
-      try {
-        lines.push(JSON.parse(text) as Line);
-      } catch {
-        lines.push({ text });
-      }
-    }
-  });
-  return {
-    lines,
-    waitFor: async (pred, ms = 10_000) => {
-      const deadline = Date.now() + ms;
-      for (;;) {
-        const hit = lines.find(pred);
-        if (hit) return hit;
-        if (Date.now() > deadline)
-          throw new Error(`no matching line; have ${JSON.stringify(lines.slice(-20))}`);
-        await sleep(20);
-      }
-    },
-  };
 }
 
 // modbus-serial client run inside the HMI namespace: performs `ops` on one connection, prints the results.
@@ -184,32 +140,47 @@ interface OpResult {
 
 suite('Modbus filter end to end in a lab', () => {
   let lab: Lab;
-  let nft: Nft;
   let dir: string;
+  let stateDir: string;
   let plc: Follower;
-  let proxy: { child: Spawned; out: Follower } | undefined;
+  let applied = 0;
+  /** Events before this time (ms) belong to earlier tests. */
+  let since = 0;
   const hmiNs = (): string => lab.hostNs('hmi', 'hmi');
 
-  /** Loads the policy's ruleset in the gateway and (re)starts the proxies on its plan. */
+  async function sluice(...args: string[]) {
+    return await execa(process.execPath, [CLI, ...args, '--state-dir', stateDir], { reject: false });
+  }
+
+  /** `sluice apply` of the policy in `mode`; returns once the flow's proxy listens. */
   async function applyPolicy(mode: 'enforce' | 'monitor'): Promise<void> {
-    const { ruleset, plan } = compile(policy(mode));
-    expect(plan.entries).toHaveLength(1);
-    await nft.load(ruleset);
-    if (proxy !== undefined) {
-      proxy.child.kill('SIGTERM');
-      await proxy.child;
+    const file = path.join(dir, `policy-${++applied}.yaml`);
+    await writeFile(file, policy(mode));
+    const r = await sluice('apply', file, '--comment', `modbus-e2e ${mode}`);
+    expect(r.exitCode, r.stderr + r.stdout).toBe(0);
+    const s = await sluice('status', '--json');
+    const proxies = (JSON.parse(s.stdout) as { proxies?: { listenPort: number }[] }).proxies ?? [];
+    expect(proxies).toHaveLength(1);
+    await waitForTcpListen(lab.gw, proxies[0]?.listenPort ?? 0);
+  }
+
+  /**
+   * The conduit's filter events since `since`, oldest first, as `sluice logs --json` prints them; waits until
+   * at least `atLeast` are there (or 3 s passed).
+   */
+  async function proxyEvents(atLeast = 0): Promise<Line[]> {
+    const until = Date.now() + 3000;
+    for (;;) {
+      const r = await sluice('logs', '--json', '--since', '10m', '--conduit', CONDUIT, '--limit', '1000');
+      const hits = r.stdout
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as Line)
+        .filter((e) => e.source === 'modbus' && Number(e.time) >= since)
+        .sort((x, y) => Number(x.time) - Number(y.time) || Number(x.id) - Number(y.id));
+      if (hits.length >= atLeast || Date.now() > until) return hits;
+      await sleep(100);
     }
-    const planFile = path.join(dir, `plan-${mode}.json`);
-    await writeFile(planFile, JSON.stringify(plan));
-    const child = lab.spawn(lab.gw, process.execPath, [path.join(ROOT, 'test/lab/proxy-host.ts'), planFile], {
-      cwd: ROOT,
-    });
-    const out = follow(child);
-    proxy = { child, out };
-    await out.waitFor((l) => 'ready' in l || 'failed' in l);
-    expect(out.lines.find((l) => 'failed' in l)).toBeUndefined();
-    const port = plan.entries[0]?.listenPort ?? 0;
-    await waitForTcpListen(lab.gw, port);
   }
 
   async function mbClient(ops: object[]): Promise<OpResult[]> {
@@ -234,19 +205,35 @@ suite('Modbus filter end to end in a lab', () => {
   const plcOps = (): Line[] => plc.lines.filter((l) => l.op !== 'listening');
   const writesAt = (addr: number): Line[] =>
     plcOps().filter((l) => l.op === 'write-register' && l.addr === addr);
-  const proxyEvents = (): Record<string, unknown>[] =>
-    (proxy?.out.lines ?? []).filter((l) => 'event' in l).map((l) => l.event as Record<string, unknown>);
 
   beforeAll(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'sluice-modbus-e2e-'));
+    stateDir = path.join(dir, 'state');
     lab = await labUp({
       prefix: PREFIX,
       zones: [
         { name: 'hmi', iface: 'eth1', subnet: '10.232.1.0/24', hosts: [{ name: 'hmi', address: HMI }] },
         { name: 'control', iface: 'eth2', subnet: '10.232.2.0/24', hosts: [{ name: 'plc', address: PLC }] },
       ],
+      management: { iface: 'mgmt0', subnet: '10.232.99.0/24', hostAddress: '10.232.99.10' },
     });
-    nft = new Nft({ netns: lab.gw });
+    // The daemon boots fail-closed; it runs the proxies of whatever policy `sluice apply` hands it.
+    lab.spawn(
+      lab.gw,
+      process.execPath,
+      [
+        CLI,
+        'run',
+        '--state-dir',
+        stateDir,
+        '--ulogd',
+        '--mgmt-interface',
+        'mgmt0',
+        '--mgmt-allow',
+        '10.232.99.0/24',
+      ],
+      { cwd: ROOT, stdout: 'ignore', stderr: 'ignore' },
+    );
     const plcNs = lab.hostNs('control', 'plc');
     const plcChild = lab.spawn(
       plcNs,
@@ -257,12 +244,17 @@ suite('Modbus filter end to end in a lab', () => {
       },
     );
     plc = follow(plcChild);
+    const until = Date.now() + 20_000;
+    while ((await sluice('status', '--json')).exitCode !== 0) {
+      if (Date.now() > until) throw new Error('daemon did not come up');
+      await sleep(200);
+    }
     await plc.waitFor((l) => l.op === 'listening');
     await applyPolicy('enforce');
-  });
+  }, 60_000);
 
   afterAll(async () => {
-    // lab.down() kills every child it spawned (PLC, proxy host) and removes the namespaces.
+    // lab.down() kills every child it spawned (PLC, daemon) and removes the namespaces.
     await lab?.down();
     if (dir !== undefined) await rm(dir, { recursive: true, force: true });
   });
@@ -290,6 +282,7 @@ suite('Modbus filter end to end in a lab', () => {
   });
 
   it('forbidden writes get exceptions 01/02/03 at both clients and never reach the PLC', async () => {
+    since = Date.now();
     const before = plcOps().length;
     const r = await mbClient([
       { op: 'write', addr: 500, value: 7 }, // outside 100-109 → 02
@@ -323,7 +316,7 @@ suite('Modbus filter end to end in a lab', () => {
     expect(plcOps().filter((l) => l.op === 'write-coil')).toEqual([]);
     expect(plcOps().filter((l) => l.op === 'write-register' && l.value === 101)).toEqual([]);
 
-    const refusals = proxyEvents().filter((e) => e.verdict === 'refuse');
+    const refusals = (await proxyEvents(6)).filter((e) => e.verdict === 'refuse');
     expect(refusals.map((e) => e.reason)).toEqual([
       'modbus.illegal-data-address',
       'modbus.illegal-data-value',
@@ -343,10 +336,19 @@ suite('Modbus filter end to end in a lab', () => {
   });
 
   it('a malformed frame closes only its own connection while another master keeps polling', async () => {
+    since = Date.now();
     const poller = lab.spawn(hmiNs(), process.execPath, ['-e', POLLER_JS, PLC, '40'], { cwd: ROOT });
     const polls = follow(poller);
     await polls.waitFor((l) => l.poll === 5);
     const before = plcOps().length;
+    const outOfRangeRun = lab.exec(
+      hmiNs(),
+      process.execPath,
+      ['-e', RAW_JS, PLC, '000300000006010300000000'],
+      {
+        timeout: 10_000,
+      },
+    );
     // Protocol id 1 (must be 0), then a Write Multiple Registers whose byte count disagrees with its quantity.
     const badProto = await lab.exec(
       hmiNs(),
@@ -362,6 +364,10 @@ suite('Modbus filter end to end in a lab', () => {
       ['-e', RAW_JS, PLC, '00020000000a01100064000203000100'],
       { timeout: 10_000 },
     );
+    // Quantity 0 is well framed but out of range (MB §6.3): answered with exception 03 like a device would,
+    // and the connection stays open (the raw client gives up after 3 s, still connected).
+    const outOfRange = await outOfRangeRun;
+    expect(JSON.parse(outOfRange.stdout)).toEqual({ closed: false, got: '000300000003018303' });
     expect(JSON.parse(badProto.stdout)).toEqual({ closed: true, got: '' });
     expect(JSON.parse(badCount.stdout)).toEqual({ closed: true, got: '' });
     const result = await poller;
@@ -369,7 +375,7 @@ suite('Modbus filter end to end in a lab', () => {
     const pollLines = polls.lines.filter((l) => 'poll' in l);
     expect(pollLines).toHaveLength(40);
     expect(pollLines.filter((l) => l.ok !== true)).toEqual([]);
-    const malformed = proxyEvents().filter((e) => e.reason === 'modbus.malformed');
+    const malformed = (await proxyEvents(2)).filter((e) => e.reason === 'modbus.malformed');
     expect(malformed.map((e) => (e.detail as { code: string }).code)).toEqual([
       'mbap.protocol-id',
       'pdu.byte-count',
@@ -386,6 +392,7 @@ suite('Modbus filter end to end in a lab', () => {
   });
 
   it('monitor mode forwards a forbidden write and logs would-refuse', async () => {
+    since = Date.now();
     await applyPolicy('monitor');
     const r = await mbClient([{ op: 'write', addr: 500, value: 9 }]);
     expect(r).toEqual([{ ok: true, data: null }]);
@@ -394,10 +401,10 @@ suite('Modbus filter end to end in a lab', () => {
     const mp = await mbpoll(['-r', '501'], ['8']);
     expect(mp.exitCode).toBe(0);
     await plc.waitFor((l) => l.op === 'write-register' && l.addr === 501);
-    const events = proxyEvents();
-    expect(events.map((e) => [e.reason, e.verdict, e.mode])).toEqual([
-      ['modbus.illegal-data-address', 'would-refuse', 'monitor'],
-      ['modbus.illegal-data-address', 'would-refuse', 'monitor'],
+    const events = await proxyEvents(2);
+    expect(events.map((e) => [e.reason, e.verdict])).toEqual([
+      ['modbus.illegal-data-address', 'would-refuse'],
+      ['modbus.illegal-data-address', 'would-refuse'],
     ]);
     expect(events[0]).toMatchObject({ detail: { addresses: '500', values: '9', exception: 2 } });
   });

@@ -216,8 +216,13 @@ describe.skipIf(!canRun && process.env['CI'] !== 'true')('web UI in Chromium aga
     await expect.poll(async () => ((await call('status')) as { pending: unknown }).pending).toBeNull();
     const st = (await call('status')) as { version: { id: number } };
     expect(st.version.id).toBe(2);
-    const audit = (await call('audit')) as { entries: { who: string; action: string }[] };
-    expect(audit.entries.some((e) => e.who === 'ui:admin' && e.action === 'confirm')).toBe(true);
+    // The daemon clears the pending state and then writes its audit entry: wait for the entry.
+    await expect
+      .poll(async () => {
+        const audit = (await call('audit')) as { entries: { who: string; action: string }[] };
+        return audit.entries.some((e) => e.who === 'ui:admin' && e.action === 'confirm');
+      })
+      .toBe(true);
 
     // Unconfirmed: 5 s window, nobody confirms, the daemon restores version 2.
     await page.locator('#nav-dashboard').click();
@@ -265,6 +270,14 @@ describe.skipIf(!canRun && process.env['CI'] !== 'true')('web UI in Chromium aga
       .toBe(true);
     expect(await page.locator('#events tr td.why').first().textContent()).toMatch(/no flow/);
     expect(await page.locator('#export-csv').getAttribute('href')).toContain('conduit=hmi-to-plant');
+    // A custom time range: from/to fields appear and become since/until.
+    expect(await page.locator('#custom-range').isVisible()).toBe(false);
+    await page.locator('#f-range').selectOption('custom');
+    await page.locator('#f-from').fill('2020-01-01T00:00:00');
+    await page.locator('#f-to').fill('2099-01-01T00:00:00');
+    await page.locator('#apply-filters').click();
+    await expect.poll(() => page.locator('#export-csv').getAttribute('href')).toMatch(/since=\d+.*until=\d+/);
+    expect(await page.locator('#events tr').count()).toBeGreaterThan(0);
     await shot('08-logs-filtered');
     await page.locator('#events tr', { hasText: ':22' }).first().locator('button.propose').click();
     await page.locator('#proposal').waitFor();
@@ -281,6 +294,10 @@ describe.skipIf(!canRun && process.env['CI'] !== 'true')('web UI in Chromium aga
     await page.locator('#nav-audit').click();
     await page.locator('#audit tbody tr').first().waitFor();
     expect(await page.locator('#audit').textContent()).toMatch(/ui\.login-failed/);
+    // The confirmed apply of version 2 shows its diff against version 1 (the added api flow).
+    await page.locator('#audit button.show-diff[data-version="2"]').first().click();
+    await page.locator('#audit tr.audit-diff .dl.add').first().waitFor();
+    expect(await page.locator('#audit tr.audit-diff .dl.add').first().textContent()).toContain('port: 9090');
     await shot('11-audit');
     await page.locator('#nav-users').click();
     await page.locator('#add-user').waitFor();

@@ -62,14 +62,17 @@ async function fakeDaemon(dir: string): Promise<Fake> {
       log: { stored: 0 },
       proxies: [],
     })),
-    version: rec('version', () => ({
-      id: 1,
-      text: POLICY,
+    version: rec('version', (p) => ({
+      id: p['id'],
+      text: p['id'] === 2 ? POLICY.replace('addresses: 0-999', 'addresses: 0-99') + '# v2\n' : POLICY,
       hash: 'abc',
       when: '2026-01-01T00:00:00Z',
       who: 'demo',
     })),
-    versions: rec('versions', () => [{ id: 1, status: 'confirmed' }]),
+    versions: rec('versions', () => [
+      { id: 1, status: 'confirmed' },
+      { id: 2, status: 'confirmed' },
+    ]),
     apply: rec('apply', (p) => {
       if (String(p['text']).includes('broken'))
         throw new ControlError('apply.invalid-policy', 'invalid', [
@@ -112,10 +115,19 @@ let ctx: AppContext;
 let app: FastifyInstance;
 let clock = Date.now();
 
+/** A concrete URL for a route pattern (a user that does not exist, so DELETE changes nothing). */
+function urlOf(pattern: string): string {
+  return pattern.replace(':versionId', '2').replace(':id', '1').replace(':name', 'nobody');
+}
+
 function cookieOf(res: { headers: Record<string, unknown> }): string {
   const set = res.headers['set-cookie'];
   const first = Array.isArray(set) ? String(set[0]) : String(set);
   return first.split(';')[0] as string;
+}
+
+function nameOf(role: string): string {
+  return { admin: 'alice', integrator: 'ivan', operator: 'olga', auditor: 'audrey' }[role] ?? role;
 }
 
 async function login(name: string, password = PASSWORD, ip = '10.0.0.1') {
@@ -139,6 +151,7 @@ beforeAll(async () => {
     idleTimeoutMs: 60_000,
     now: () => clock,
     logger: quiet,
+    allowedOrigins: ['http://gw:8443'],
   });
   app = ctx.app;
   await ctx.users.add('alice', 'admin', PASSWORD);
@@ -162,7 +175,7 @@ describe('access control', () => {
     for (const r of routes.filter((x) => x.access !== 'public')) {
       const res = await app.inject({
         method: r.method,
-        url: r.url.replace(':id', '1').replace(':name', 'olga'),
+        url: urlOf(r.url),
         payload: r.method === 'GET' ? undefined : {},
       });
       expect(res.statusCode, `${r.method} ${r.url}`).toBe(401);
@@ -190,12 +203,43 @@ describe('access control', () => {
       for (const [role, s] of Object.entries(sess)) {
         const res = await app.inject({
           method: 'GET',
-          url: r.url.replace(':id', '1'),
+          url: urlOf(r.url),
           headers: { cookie: s.cookie },
         });
         const allowed = (r.access as readonly string[]).includes(role);
         if (allowed) expect(res.statusCode, `${role} GET ${r.url}: ${res.body}`).toBe(200);
         else expect(res.statusCode, `${role} GET ${r.url}`).toBe(403);
+      }
+    }
+    // Every state-changing route × role, with and without the CSRF token. Bodies are empty on purpose:
+    // an allowed request then fails validation (400) instead of changing anything, after the access checks.
+    const changing = routesOf(app).filter((x) => x.access !== 'public' && x.method !== 'GET');
+    expect(changing.length).toBeGreaterThan(6);
+    for (const r of changing) {
+      for (const role of Object.keys(sess) as (keyof typeof sess)[]) {
+        const allowed = (r.access as readonly string[]).includes(role);
+        const s = sess[role];
+        const without = await app.inject({
+          method: r.method,
+          url: urlOf(r.url),
+          headers: { cookie: s.cookie },
+          payload: {},
+        });
+        expect(without.statusCode, `${role} ${r.method} ${r.url} without CSRF`).toBe(403);
+        expect((without.json() as { error: string }).error).toBe(allowed ? 'csrf' : 'forbidden');
+        const withToken = await app.inject({
+          method: r.method,
+          url: urlOf(r.url),
+          headers: { cookie: s.cookie, 'x-csrf-token': s.csrf },
+          payload: {},
+        });
+        if (allowed)
+          expect([401, 403], `${role} ${r.method} ${r.url}: ${withToken.body}`).not.toContain(
+            withToken.statusCode,
+          );
+        else expect(withToken.statusCode, `${role} ${r.method} ${r.url}`).toBe(403);
+        // Logout ended that session: log in again for the next routes.
+        if (r.url === '/api/logout' && allowed) sess[role] = await login(nameOf(role));
       }
     }
     const op = sess.operator;
@@ -220,6 +264,8 @@ describe('access control', () => {
 describe('CSRF and origin', () => {
   it('a state change without the CSRF header, with a wrong one, or from another origin is refused', async () => {
     const s = await login('ivan');
+    const confirms = () => fake.calls.filter((c) => c.method === 'confirm').length;
+    const before = confirms();
     const base = { method: 'POST' as const, url: '/api/policy/confirm', payload: {} };
     expect((await app.inject({ ...base, headers: { cookie: s.cookie } })).statusCode).toBe(403);
     expect(
@@ -230,13 +276,28 @@ describe('CSRF and origin', () => {
       headers: { cookie: s.cookie, 'x-csrf-token': s.csrf, origin: 'https://evil.example', host: 'gw:8443' },
     });
     expect(cross.statusCode).toBe(403);
-    expect(fake.calls.filter((c) => c.method === 'confirm')).toHaveLength(0);
+    // DNS rebinding: the attacker's name resolves to the gateway, so Host and Origin agree: still refused.
+    const rebound = await app.inject({
+      ...base,
+      headers: {
+        cookie: s.cookie,
+        'x-csrf-token': s.csrf,
+        origin: 'http://evil.example:8443',
+        host: 'evil.example:8443',
+      },
+    });
+    expect(rebound.statusCode, rebound.body).toBe(403);
+    expect(rebound.json()).toMatchObject({ error: 'origin' });
+    expect(confirms()).toBe(before);
     const ok = await app.inject({
       ...base,
       headers: { cookie: s.cookie, 'x-csrf-token': s.csrf, origin: 'http://gw:8443', host: 'gw:8443' },
     });
     expect(ok.statusCode, ok.body).toBe(200);
-    expect(fake.calls.find((c) => c.method === 'confirm')?.params).toEqual({ who: 'ui:ivan' });
+    expect(fake.calls.filter((c) => c.method === 'confirm').at(-1)?.params).toEqual({ who: 'ui:ivan' });
+    // No Origin header (curl, scripts): the session and CSRF token decide.
+    const noOrigin = await app.inject({ ...base, headers: { cookie: s.cookie, 'x-csrf-token': s.csrf } });
+    expect(noOrigin.statusCode).toBe(200);
   });
 });
 

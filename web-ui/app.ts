@@ -27,7 +27,14 @@ import { BLOCKED_VERDICTS, BLOCKED_SOURCES, type StoredEvent } from '../gateway/
 import { validatePolicyText } from '../policies/validate.ts';
 import { SluiceError } from '../policies/errors.ts';
 import { UserStore, UserError, ROLES, type Role } from './users.ts';
-import { SessionStore, LoginThrottle, csrfMatches, type Session } from './auth.ts';
+import {
+  SessionStore,
+  LoginThrottle,
+  FailureAuditLimiter,
+  csrfMatches,
+  sourceKey,
+  type Session,
+} from './auth.ts';
 import { lineDiff } from './diff.ts';
 import { csvHeader, csvRow } from './csv.ts';
 import { proposeAllowRule, ProposalError } from './propose.ts';
@@ -51,6 +58,13 @@ export interface AppOptions {
   publicDir?: string;
   /** Key and certificate: the server speaks HTTPS. */
   tlsOptions?: { key: string; cert: string };
+  /**
+   * Origins (`https://10.0.0.1:8443`) a state-changing request may come from. The Host header cannot be
+   * trusted for this (DNS rebinding makes it the attacker's name), so only configured origins count; startUi
+   * adds those of the listen address once the port is known. Requests without an Origin header (non-browser
+   * clients) still need the session and CSRF token.
+   */
+  allowedOrigins?: readonly string[];
 }
 
 export interface AppContext {
@@ -58,6 +72,8 @@ export interface AppContext {
   users: UserStore;
   sessions: SessionStore;
   throttle: LoginThrottle;
+  /** The accepted Origins; startUi adds the listen address's after binding. */
+  origins: Set<string>;
 }
 
 type Access = 'public' | readonly Role[];
@@ -107,8 +123,14 @@ const LOG_FILTERS = {
   source: { type: 'string', enum: [...BLOCKED_SOURCES] },
 } as const;
 
-const COOKIE = 'sluice_session';
-const SECURE_COOKIE = '__Host-sluice_session';
+export const COOKIE = 'sluice_session';
+export const SECURE_COOKIE = '__Host-sluice_session';
+/** Sent by the pages' background polls: they must not restart the idle timer. */
+export const POLL_HEADER = 'x-sluice-poll';
+/** Exports stop at this many rows; the response says so in X-Sluice-Truncated. */
+export const EXPORT_MAX_ROWS = 10_000;
+/** Daemon calls that change state: only these invalidate the cached read-only answers. */
+const STATE_CHANGES = new Set(['apply', 'confirm', 'rollback']);
 
 /** The pages: web-ui/public beside the sources, also when running from dist/web-ui. */
 export function defaultPublicDir(): string {
@@ -136,7 +158,10 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
   const throttle = new LoginThrottle({ now });
   const banner = opts.banner ?? DEFAULT_BANNER;
   const cookieName = opts.https ? SECURE_COOKIE : COOKIE;
+  const cookieOpts = { path: '/', secure: opts.https } as const;
   const log = opts.logger;
+  const origins = new Set((opts.allowedOrigins ?? []).map((o) => o.toLowerCase()));
+  const failureAudit = new FailureAuditLimiter({ now });
 
   const fastifyOpts: FastifyServerOptions = {
     bodyLimit: 2 * 1024 * 1024,
@@ -201,7 +226,8 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
       return reply
         .code(err.code === 'user.unknown' ? 404 : 400)
         .send({ error: err.code, message: err.message });
-    if (status !== undefined && status < 500)
+    // 503 too: "try again when the daemon is back" is the client's to act on, not an internal error.
+    if (status !== undefined && (status < 500 || status === 503))
       return reply.code(status).send({
         error: typeof err['error'] === 'string' ? err['error'] : 'request',
         message: err.message,
@@ -228,9 +254,14 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
   const daemon: DaemonCall = async (method, params) => {
     const ttl = CACHE_TTL[method];
     if (ttl === undefined) {
-      // A change: what was cached may now be stale.
-      cache.clear();
-      return await rawDaemon(method, params);
+      // Only a policy change makes cached answers wrong; audit.add and the like leave them valid.
+      if (STATE_CHANGES.has(method)) cache.clear();
+      try {
+        return await rawDaemon(method, params);
+      } finally {
+        // Also after the answer: a read that raced with the change must not be served for its TTL.
+        if (STATE_CHANGES.has(method)) cache.clear();
+      }
     }
     const key = method + JSON.stringify(params);
     // Wall-clock time on purpose (not the injectable clock): this is about load, not about session policy.
@@ -244,6 +275,7 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
     return await value;
   };
 
+  /** For events (logins, logouts): a daemon that is down must not stop people from working. */
   const audit = async (who: string, action: string, detail: string): Promise<void> => {
     try {
       await daemon('audit.add', { who, action, detail });
@@ -252,24 +284,32 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
       log?.warn({ who, action, detail, err }, 'audit entry not delivered to the daemon');
     }
   };
+  /** For changes: no record, no change (503), so every account change is in the audit log. */
+  const auditOrRefuse = async (who: string, action: string, detail: string): Promise<void> => {
+    try {
+      await daemon('audit.add', { who, action, detail });
+    } catch (err) {
+      log?.warn({ who, action, detail, err }, 'audit log unavailable; change refused');
+      throw httpError(
+        503,
+        'audit.unavailable',
+        'the audit log (daemon) is not reachable; nothing was changed',
+      );
+    }
+  };
+  const roleText = (r: Role | null) => (r === null ? '(none)' : r);
   const who = (s: Session) => `ui:${s.user}`;
   const sourceOf = (req: FastifyRequest) => req.ip;
 
   const sameOrigin = (req: FastifyRequest): boolean => {
     const origin = req.headers.origin;
     if (origin === undefined) return true;
-    const host = req.headers.host;
-    return host !== undefined && (origin === `https://${host}` || origin === `http://${host}`);
+    return origins.has(origin.toLowerCase());
   };
 
-  const startSession = (reply: FastifyReply, user: string, role: Role) => {
-    const s = sessions.create(user, role);
-    reply.setCookie(cookieName, s.id, {
-      path: '/',
-      httpOnly: true,
-      secure: opts.https,
-      sameSite: 'strict',
-    });
+  const startSession = (reply: FastifyReply, user: string, role: Role, userCreated: string) => {
+    const s = sessions.create(user, role, userCreated);
+    reply.setCookie(cookieName, s.id, { ...cookieOpts, httpOnly: true, sameSite: 'strict' });
     return {
       user: s.user,
       role: s.role,
@@ -340,28 +380,36 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
       handler: async ({ req, reply }) => {
         const body = req.body as { name: string; password: string };
         const source = sourceOf(req);
-        const wait = throttle.waitMs(source);
-        if (wait > 0) {
-          reply.header('Retry-After', String(Math.ceil(wait / 1000)));
+        const key = sourceKey(source);
+        // Counted before the slow password check: parallel guesses cannot slip past the throttle.
+        const a = throttle.attempt(key);
+        if (a.refusedMs > 0) {
+          reply.header('Retry-After', String(Math.ceil(a.refusedMs / 1000)));
           throw httpError(
             429,
             'throttled',
-            `too many failed logins; try again in ${Math.ceil(wait / 1000)} s`,
+            `too many failed logins; try again in ${Math.ceil(a.refusedMs / 1000)} s`,
           );
         }
         const user = await users.authenticate(body.name, body.password);
         if (user === undefined) {
-          const delay = throttle.failure(source);
-          await audit(
-            `ui:${body.name.replace(/[^a-z0-9._-]/g, '?').slice(0, 32)}`,
-            'ui.login-failed',
-            `from ${source}${delay > 0 ? `; next attempt allowed in ${Math.ceil(delay / 1000)} s` : ''}`,
-          );
+          const w = failureAudit.record(key);
+          if (w.write)
+            await audit(
+              `ui:${body.name.replace(/[^a-z0-9._-]/g, '?').slice(0, 32)}`,
+              'ui.login-failed',
+              `from ${source}` +
+                (w.count > 1 ? `; ${w.count} failures from ${key} in the last minute` : '') +
+                (w.othersHeld > 0 ? `; ${w.othersHeld} failures from other sources not logged singly` : '') +
+                (a.delayIfFailed > 0
+                  ? `; next attempt allowed in ${Math.ceil(a.delayIfFailed / 1000)} s`
+                  : ''),
+            );
           throw httpError(401, 'bad-credentials', 'wrong user name or password');
         }
-        throttle.success(source);
+        throttle.success(key);
         await audit(`ui:${user.name}`, 'ui.login', `from ${source}`);
-        return startSession(reply, user.name, user.role);
+        return startSession(reply, user.name, user.role, user.created);
       },
     },
     {
@@ -384,25 +432,25 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
       handler: async ({ req, reply }) => {
         const body = req.body as { token: string; name: string; password: string };
         const source = sourceOf(req);
-        const wait = throttle.waitMs(source);
-        if (wait > 0)
+        const key = sourceKey(source);
+        const a = throttle.attempt(key);
+        if (a.refusedMs > 0)
           throw httpError(
             429,
             'throttled',
-            `too many failed attempts; try again in ${Math.ceil(wait / 1000)} s`,
+            `too many failed attempts; try again in ${Math.ceil(a.refusedMs / 1000)} s`,
           );
-        try {
-          await users.consumeSetupToken(body.token, body.name, body.password);
-        } catch (err) {
-          if (err instanceof UserError && err.code === 'user.bad-setup-token') throttle.failure(source);
-          throw err;
-        }
-        await audit(
-          `ui:${body.name}`,
-          'ui.user-add',
-          `first admin '${body.name}' created with the setup token from ${source}`,
-        );
-        return startSession(reply, body.name, 'admin');
+        await users.consumeSetupToken(body.token, body.name, body.password, {
+          beforeCommit: (c) =>
+            auditOrRefuse(
+              `ui:${body.name}`,
+              'ui.user-add',
+              `first admin '${c.name}' created with the setup token from ${source}; role ${roleText(c.before)} → ${roleText(c.after)}`,
+            ),
+        });
+        throttle.success(key);
+        const rec = await users.get(body.name);
+        return startSession(reply, body.name, 'admin', rec?.created ?? '');
       },
     },
     {
@@ -413,7 +461,7 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
       schema: {},
       handler: async ({ session, reply }) => {
         sessions.destroy(session.id);
-        reply.clearCookie(cookieName, { path: '/' });
+        reply.clearCookie(cookieName, cookieOpts);
         await audit(who(session), 'ui.logout', '');
         return { ok: true };
       },
@@ -437,7 +485,7 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
       access: ALL,
       summary: 'This API as an OpenAPI 3.1 document',
       schema: {},
-      handler: async () => openApi(routes),
+      handler: async () => openApi(routes, cookieName),
     },
     {
       method: 'GET',
@@ -672,9 +720,11 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
         const q = req.query as { minutes?: number; buckets?: number };
         const minutes = q.minutes ?? 60;
         const n = q.buckets ?? 30;
-        const end = now();
-        const start = end - minutes * 60_000;
-        const width = (end - start) / n;
+        // Aligned to the bucket width: within one bucket every poll asks the same question, so the
+        // daemon cache answers it (a raw now() in the key would never hit).
+        const width = Math.max(1, Math.round((minutes * 60_000) / n));
+        const end = Math.ceil(now() / width) * width;
+        const start = end - width * n;
         const counts = new Array<number>(n).fill(0);
         let cursor: string | undefined;
         // Bounded: at most 5 pages (5,000 rows); a flood beyond that is shown as "at least".
@@ -698,10 +748,12 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
       method: 'GET',
       url: '/api/logs/export.csv',
       access: ALL,
-      summary: 'Blocked events as CSV (formula-injection guarded), at most 10,000 rows',
+      summary:
+        'Blocked events as CSV (formula-injection guarded), at most 10,000 rows (X-Sluice-Truncated says when cut)',
       schema: { querystring: { type: 'object', additionalProperties: false, properties: LOG_FILTERS } },
       handler: async ({ req, reply }) => {
-        const events = await exportEvents(logQueryOf(req.query as Record<string, unknown>));
+        const { events, truncated } = await exportEvents(logQueryOf(req.query as Record<string, unknown>));
+        if (truncated) reply.header('X-Sluice-Truncated', String(EXPORT_MAX_ROWS));
         reply.header('Content-Type', 'text/csv; charset=utf-8');
         reply.header('Content-Disposition', 'attachment; filename="sluice-blocked.csv"');
         return csvHeader() + events.map(csvRow).join('');
@@ -711,10 +763,11 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
       method: 'GET',
       url: '/api/logs/export.json',
       access: ALL,
-      summary: 'Blocked events as a JSON array, at most 10,000 rows',
+      summary: 'Blocked events as a JSON array, at most 10,000 rows (X-Sluice-Truncated says when cut)',
       schema: { querystring: { type: 'object', additionalProperties: false, properties: LOG_FILTERS } },
       handler: async ({ req, reply }) => {
-        const events = await exportEvents(logQueryOf(req.query as Record<string, unknown>));
+        const { events, truncated } = await exportEvents(logQueryOf(req.query as Record<string, unknown>));
+        if (truncated) reply.header('X-Sluice-Truncated', String(EXPORT_MAX_ROWS));
         reply.header('Content-Disposition', 'attachment; filename="sluice-blocked.json"');
         return events;
       },
@@ -780,6 +833,31 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
     },
     {
       method: 'GET',
+      url: '/api/audit/diff/:versionId',
+      access: AUDIT,
+      summary: 'Line diff of a recorded version against the version recorded before it (for audit entries)',
+      schema: {
+        params: {
+          type: 'object',
+          required: ['versionId'],
+          properties: { versionId: { type: 'integer', minimum: 1 } },
+        },
+      },
+      handler: async ({ req }) => {
+        const id = (req.params as { versionId: number }).versionId;
+        const list = (await daemon('versions', {})) as { id: number }[];
+        if (!list.some((v) => v.id === id)) throw httpError(404, 'not-found', `no version ${id}`);
+        const prev = list.reduce<number | null>(
+          (m, v) => (v.id < id && (m === null || v.id > m) ? v.id : m),
+          null,
+        );
+        const cur = (await daemon('version', { id })) as { text: string };
+        const base = prev === null ? '' : ((await daemon('version', { id: prev })) as { text: string }).text;
+        return { versionId: id, previousVersionId: prev, lines: lineDiff(base, cur.text) };
+      },
+    },
+    {
+      method: 'GET',
       url: '/api/users',
       access: ADMIN,
       summary: 'UI accounts',
@@ -801,8 +879,14 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
       },
       handler: async ({ req, session, reply }) => {
         const body = req.body as { name: string; role: Role; password: string };
-        await users.add(body.name, body.role, body.password);
-        await audit(who(session), 'ui.user-add', `added '${body.name}' as ${body.role}`);
+        await users.add(body.name, body.role, body.password, {
+          beforeCommit: (c) =>
+            auditOrRefuse(
+              who(session),
+              'ui.user-add',
+              `added '${c.name}' as ${body.role}; role ${roleText(c.before)} → ${roleText(c.after)}`,
+            ),
+        });
         reply.code(201);
         return { name: body.name, role: body.role };
       },
@@ -815,26 +899,32 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
       schema: { params: { type: 'object', required: ['name'], properties: { name: NAME } } },
       handler: async ({ req, session }) => {
         const name = (req.params as { name: string }).name;
-        await users.remove(name);
+        await users.remove(name, {
+          beforeCommit: (c) =>
+            auditOrRefuse(
+              who(session),
+              'ui.user-remove',
+              `removed '${c.name}'; role ${roleText(c.before)} → ${roleText(c.after)}`,
+            ),
+        });
         sessions.destroyUser(name);
-        await audit(who(session), 'ui.user-remove', `removed '${name}'`);
         return { ok: true };
       },
     },
   ];
 
-  const exportEvents = async (q: LogQuery): Promise<StoredEvent[]> => {
+  const exportEvents = async (q: LogQuery): Promise<{ events: StoredEvent[]; truncated: boolean }> => {
     const out: StoredEvent[] = [];
     let cursor: string | undefined;
-    for (let page = 0; page < 10; page++) {
+    for (let page = 0; page < EXPORT_MAX_ROWS / 1000; page++) {
       const lq: LogQuery = { ...q, limit: 1000 };
       if (cursor !== undefined) lq.cursor = cursor;
       const r = await logsPage(lq);
       out.push(...r.events);
       cursor = r.nextCursor;
-      if (cursor === undefined) break;
+      if (cursor === undefined) return { events: out, truncated: false };
     }
-    return out;
+    return { events: out, truncated: true };
   };
 
   for (const r of routes) {
@@ -847,15 +937,20 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
         const changes = req.method !== 'GET' && req.method !== 'HEAD';
         if (changes && !sameOrigin(req)) throw httpError(403, 'origin', 'cross-origin request refused');
         if (r.access === 'public') return;
-        const session = sessions.touch(req.cookies[cookieName]);
+        const session = sessions.touch(req.cookies[cookieName], {
+          refresh: req.headers[POLL_HEADER] !== '1',
+        });
         if (session === undefined) {
-          reply.clearCookie(cookieName, { path: '/' });
+          reply.clearCookie(cookieName, cookieOpts);
           throw httpError(401, 'unauthenticated', 'log in first (or the session expired)');
         }
-        // An account removed (here or with `sluice user remove`) loses its sessions at the next request.
-        if ((await users.get(session.user)) === undefined) {
+        // An account removed (here or with `sluice user remove`), or removed and re-added with another role,
+        // loses its sessions at the next request: the session must match the stored record.
+        const rec = await users.get(session.user);
+        if (rec === undefined || rec.role !== session.role || rec.created !== session.userCreated) {
           sessions.destroy(session.id);
-          throw httpError(401, 'unauthenticated', 'this account no longer exists');
+          reply.clearCookie(cookieName, cookieOpts);
+          throw httpError(401, 'unauthenticated', 'this account no longer exists or has changed');
         }
         if (!r.access.includes(session.role))
           throw httpError(403, 'forbidden', `the ${session.role} role may not use ${r.method} ${r.url}`);
@@ -883,7 +978,7 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
     return reply.code(404).type('text/plain').send('not found');
   });
 
-  return { app, users, sessions, throttle };
+  return { app, users, sessions, throttle, origins };
 }
 
 const routeTables = new WeakMap<FastifyInstance, RouteDef[]>();
@@ -893,7 +988,7 @@ export function routesOf(app: FastifyInstance): readonly RouteDef[] {
   return routeTables.get(app) ?? [];
 }
 
-function openApi(routes: readonly RouteDef[]): object {
+function openApi(routes: readonly RouteDef[], cookieName: string): object {
   const paths: Record<string, Record<string, object>> = {};
   for (const r of routes) {
     const path = r.url.replace(/:([A-Za-z]+)/g, '{$1}');
@@ -931,7 +1026,7 @@ function openApi(routes: readonly RouteDef[]): object {
       description:
         'State-changing requests need the session cookie and the X-CSRF-Token header returned by /api/login.',
     },
-    components: { securitySchemes: { session: { type: 'apiKey', in: 'cookie', name: 'sluice_session' } } },
+    components: { securitySchemes: { session: { type: 'apiKey', in: 'cookie', name: cookieName } } },
     paths,
   };
 }

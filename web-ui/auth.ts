@@ -4,6 +4,7 @@
  * CR 2.5) or at logout, and the server forgets it (a stolen cookie is then worthless).
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { isIPv6 } from 'node:net';
 import type { Role } from './users.ts';
 
 export const DEFAULT_IDLE_TIMEOUT_MS = 15 * 60 * 1000;
@@ -14,6 +15,8 @@ export interface Session {
   id: string;
   user: string;
   role: Role;
+  /** The account record's creation time at login: a removed and re-added account is another account. */
+  userCreated: string;
   csrf: string;
   created: number;
   lastSeen: number;
@@ -29,7 +32,7 @@ export class SessionStore {
     this.now = opts.now ?? Date.now;
   }
 
-  create(user: string, role: Role): Session {
+  create(user: string, role: Role, userCreated: string): Session {
     this.sweep();
     if (this.sessions.size >= MAX_SESSIONS) {
       // Evict the least recently used session rather than refuse a legitimate login.
@@ -43,6 +46,7 @@ export class SessionStore {
       id: randomBytes(32).toString('base64url'),
       user,
       role,
+      userCreated,
       csrf: randomBytes(32).toString('base64url'),
       created: t,
       lastSeen: t,
@@ -51,8 +55,12 @@ export class SessionStore {
     return s;
   }
 
-  /** The live session for this id, touched; undefined (and forgotten) when unknown or idle too long. */
-  touch(id: string | undefined): Session | undefined {
+  /**
+   * The live session for this id; undefined (and forgotten) when unknown or idle too long. Only requests made
+   * by the person (refresh: true) restart the idle timer: the pages' background polls pass false, or an open
+   * tab would keep a session alive for ever.
+   */
+  touch(id: string | undefined, opts: { refresh?: boolean } = {}): Session | undefined {
     if (id === undefined) return undefined;
     const s = this.sessions.get(id);
     if (s === undefined) return undefined;
@@ -61,7 +69,7 @@ export class SessionStore {
       this.sessions.delete(id);
       return undefined;
     }
-    s.lastSeen = t;
+    if (opts.refresh !== false) s.lastSeen = t;
     return s;
   }
 
@@ -110,6 +118,17 @@ export class LoginThrottle {
     this.now = opts.now ?? Date.now;
   }
 
+  /**
+   * Checks and counts an attempt in one synchronous step, before the slow password check: parallel requests
+   * cannot all pass the check before any of them is recorded. A successful login then clears the record.
+   * Returns the wait (> 0: refused) or, when allowed, the delay this attempt imposes if it fails.
+   */
+  attempt(source: string): { refusedMs: number; delayIfFailed: number } {
+    const wait = this.waitMs(source);
+    if (wait > 0) return { refusedMs: wait, delayIfFailed: 0 };
+    return { refusedMs: 0, delayIfFailed: this.failure(source) };
+  }
+
   /** Milliseconds this source must still wait before trying again (0 = may try now). */
   waitMs(source: string): number {
     const a = this.bySource.get(source);
@@ -135,5 +154,69 @@ export class LoginThrottle {
 
   success(source: string): void {
     this.bySource.delete(source);
+  }
+}
+
+/**
+ * The throttling key of a client address: IPv6 clients usually hold a whole /64, so rotating addresses inside
+ * it must not reset the count; IPv4-mapped IPv6 addresses count as their IPv4 address.
+ */
+export function sourceKey(ip: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped !== null) return mapped[1] as string;
+  if (!isIPv6(ip)) return ip;
+  const [head = '', tail = ''] = ip.toLowerCase().split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === '' ? [] : tail.split(':');
+  const groups = ip.includes('::')
+    ? [...left, ...new Array<string>(8 - left.length - right.length).fill('0'), ...right]
+    : left;
+  return groups
+    .slice(0, 4)
+    .map((g) => g.replace(/^0+(?=.)/, ''))
+    .join(':')
+    .concat('::/64');
+}
+
+/**
+ * Rate limit for failed-login audit entries: the audit log is bounded, so a guessing storm must not push the
+ * real changes out of it. At most one entry per source per window, and at most MAX_PER_WINDOW entries per
+ * window in all; what is held back is counted and reported in the next entry written.
+ */
+export class FailureAuditLimiter {
+  static readonly WINDOW_MS = 60_000;
+  static readonly MAX_PER_WINDOW = 20;
+  private readonly perSource = new Map<string, { at: number; held: number }>();
+  private windowStart = 0;
+  private written = 0;
+  private heldGlobal = 0;
+  private readonly now: () => number;
+
+  constructor(opts: { now?: () => number } = {}) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Whether to write an entry now, and how many failures it stands for (this one included). */
+  record(source: string): { write: false } | { write: true; count: number; othersHeld: number } {
+    const t = this.now();
+    const W = FailureAuditLimiter.WINDOW_MS;
+    if (t - this.windowStart >= W) {
+      this.windowStart = t;
+      this.written = 0;
+      for (const [k, v] of this.perSource) if (t - v.at >= W && v.held === 0) this.perSource.delete(k);
+    }
+    const s = this.perSource.get(source);
+    if ((s !== undefined && t - s.at < W) || this.written >= FailureAuditLimiter.MAX_PER_WINDOW) {
+      if (s !== undefined && t - s.at < W) s.held++;
+      else this.heldGlobal++;
+      // Memory stays bounded: past the cap, unknown sources only bump the global counter.
+      return { write: false };
+    }
+    const count = (s?.held ?? 0) + 1;
+    const othersHeld = this.heldGlobal;
+    this.heldGlobal = 0;
+    this.written++;
+    if (this.perSource.size < 10_000) this.perSource.set(source, { at: t, held: 0 });
+    return { write: true, count, othersHeld };
   }
 }

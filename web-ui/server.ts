@@ -4,6 +4,8 @@
  */
 import pino, { type Logger } from 'pino';
 import { isIP } from 'node:net';
+import { X509Certificate } from 'node:crypto';
+import { networkInterfaces } from 'node:os';
 import { mkdir } from 'node:fs/promises';
 import { buildApp, type DaemonCall } from './app.ts';
 import { ensureSelfSignedCert } from './tls.ts';
@@ -23,13 +25,20 @@ export interface StartUiOptions {
   idleTimeoutMs?: number;
   banner?: string;
   /** Where the one-time setup link goes; default: stderr, so it shows on the console but not in the JSON log. */
-  onSetupToken?: (url: string, token: string) => void;
+  onSetupToken?: (url: string, token: string, fingerprint?: string) => void;
+  /**
+   * Extra Origins accepted for state changes (e.g. `https://gw.plant.example:8443` when the UI is reached by a
+   * name or through a port forward); the listen address's own origins are always accepted.
+   */
+  publicOrigins?: readonly string[];
 }
 
 export interface RunningUi {
   url: string;
   /** The one-time setup token when no admin existed at start (also handed to onSetupToken). */
   setupToken?: string;
+  /** SHA-256 fingerprint of the TLS certificate (colon-separated hex), to compare with the browser's. */
+  fingerprint?: string;
   close(): Promise<void>;
 }
 
@@ -47,6 +56,25 @@ export function parseListen(listen: string): { host: string; port: number } {
 
 export function isLoopback(host: string): boolean {
   return host === '::1' || /^127\./.test(host);
+}
+
+/** The SHA-256 fingerprint of a PEM certificate, as browsers show it (AA:BB:…). */
+export function certFingerprint(pem: string): string {
+  return new X509Certificate(pem).fingerprint256;
+}
+
+/**
+ * The origins a browser uses for this listen address: the address itself, every local address when bound to
+ * the unspecified address, and `localhost` on loopback. Never taken from the request's Host header.
+ */
+export function originsFor(scheme: string, host: string, port: number): string[] {
+  const hosts = new Set<string>([host]);
+  if (host === '0.0.0.0' || host === '::') {
+    for (const list of Object.values(networkInterfaces()))
+      for (const i of list ?? []) if (host === '::' || i.family === 'IPv4') hosts.add(i.address);
+  }
+  if (isLoopback(host) || host === '0.0.0.0' || host === '::') hosts.add('localhost');
+  return [...hosts].map((h) => `${scheme}://${h.includes(':') ? `[${h}]` : h}:${port}`.toLowerCase());
 }
 
 export async function startUi(opts: StartUiOptions): Promise<RunningUi> {
@@ -67,7 +95,7 @@ export async function startUi(opts: StartUiOptions): Promise<RunningUi> {
   const sock = socketPath(opts.stateDir);
   const daemon: DaemonCall =
     opts.daemon ?? ((method, params) => controlCall(sock, method, params, { timeoutMs: 30_000 }));
-  const { app, users } = await buildApp({
+  const { app, users, origins } = await buildApp({
     stateDir: opts.stateDir,
     daemon,
     https: https !== undefined,
@@ -82,18 +110,26 @@ export async function startUi(opts: StartUiOptions): Promise<RunningUi> {
   const addr = app.server.address();
   const boundPort = typeof addr === 'object' && addr !== null ? addr.port : port;
   const url = `${scheme}://${shownHost}:${boundPort}`;
-  logger.info({ url }, 'web UI listening');
+  for (const o of originsFor(scheme, host, boundPort)) origins.add(o);
+  for (const o of opts.publicOrigins ?? []) origins.add(o.replace(/\/+$/, '').toLowerCase());
+  const fingerprint = https === undefined ? undefined : certFingerprint(https.cert);
+  logger.info({ url, ...(fingerprint === undefined ? {} : { certSha256: fingerprint }) }, 'web UI listening');
   const result: RunningUi = { url, close: () => app.close() };
+  if (fingerprint !== undefined) result.fingerprint = fingerprint;
   const token = await users.issueSetupToken();
   if (token !== undefined) {
     const link = `${url}/#setup=${token}`;
     (
       opts.onSetupToken ??
-      ((l: string) =>
+      ((l: string, _t: string, fp?: string) =>
         process.stderr.write(
-          `\nNo admin account yet. Create the first one (link valid 1 hour, single use):\n  ${l}\n  or on the gateway: sluice user add NAME --role admin\n\n`,
+          `\nNo admin account yet. Create the first one (link valid 1 hour, single use):\n  ${l}\n` +
+            (fp === undefined
+              ? ''
+              : `  The browser must show this certificate (SHA-256 fingerprint):\n  ${fp}\n`) +
+            `  or on the gateway: sluice user add NAME --role admin\n\n`,
         ))
-    )(link, token);
+    )(link, token, fingerprint);
     result.setupToken = token;
   }
   return result;

@@ -33,6 +33,17 @@ export interface UserRecord {
   created: string;
 }
 
+/** An account change, handed to `beforeCommit` (null = no account). */
+export interface UserChange {
+  name: string;
+  before: Role | null;
+  after: Role | null;
+}
+
+export interface ChangeHooks {
+  beforeCommit?: (change: UserChange) => Promise<void>;
+}
+
 interface UsersFile {
   format: 1;
   users: UserRecord[];
@@ -103,6 +114,7 @@ export class UserStore {
   private cache: UsersFile | undefined;
   private cacheMtime = -1;
   private readonly now: () => number;
+  private chain: Promise<unknown> = Promise.resolve();
 
   constructor(stateDir: string, opts: { now?: () => number } = {}) {
     this.file = join(stateDir, USERS_FILE);
@@ -142,31 +154,51 @@ export class UserStore {
     return (await this.load()).users.some((u) => u.role === 'admin');
   }
 
-  async add(name: string, role: Role, password: string): Promise<void> {
+  /**
+   * Runs one read-modify-write of the file at a time (within this process): two concurrent changes would
+   * otherwise both read the same state and the later write would drop the earlier one.
+   */
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(fn, fn);
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Adds an account. `beforeCommit` runs inside the lock after every check and before the file is written:
+   * if it throws (e.g. the audit log cannot take the record), nothing changes.
+   */
+  async add(name: string, role: Role, password: string, opts: ChangeHooks = {}): Promise<void> {
     checkUserName(name);
     if (!ROLES.includes(role))
       throw new UserError('user.bad-role', `role must be one of ${ROLES.join(', ')}`);
     checkPasswordPolicy(password);
     const hash = await hashPassword(password);
-    const data = await this.load();
-    if (data.users.some((u) => u.name === name))
-      throw new UserError('user.exists', `user '${name}' already exists`);
-    const next: UsersFile = {
-      ...data,
-      users: [...data.users, { name, role, hash, created: new Date(this.now()).toISOString() }],
-    };
-    if (role === 'admin') delete next.setup;
-    await this.save(next);
+    await this.locked(async () => {
+      const data = await this.load();
+      if (data.users.some((u) => u.name === name))
+        throw new UserError('user.exists', `user '${name}' already exists`);
+      await opts.beforeCommit?.({ name, before: null, after: role });
+      const next: UsersFile = {
+        ...data,
+        users: [...data.users, { name, role, hash, created: new Date(this.now()).toISOString() }],
+      };
+      if (role === 'admin') delete next.setup;
+      await this.save(next);
+    });
   }
 
-  async remove(name: string): Promise<void> {
-    const data = await this.load();
-    const user = data.users.find((u) => u.name === name);
-    if (user === undefined) throw new UserError('user.unknown', `no user '${name}'`);
-    // Removing the last admin would leave nobody able to manage accounts from the UI.
-    if (user.role === 'admin' && data.users.filter((u) => u.role === 'admin').length === 1)
-      throw new UserError('user.last-admin', 'the last admin cannot be removed');
-    await this.save({ ...data, users: data.users.filter((u) => u.name !== name) });
+  async remove(name: string, opts: ChangeHooks = {}): Promise<void> {
+    await this.locked(async () => {
+      const data = await this.load();
+      const user = data.users.find((u) => u.name === name);
+      if (user === undefined) throw new UserError('user.unknown', `no user '${name}'`);
+      // Removing the last admin would leave nobody able to manage accounts from the UI.
+      if (user.role === 'admin' && data.users.filter((u) => u.role === 'admin').length === 1)
+        throw new UserError('user.last-admin', 'the last admin cannot be removed');
+      await opts.beforeCommit?.({ name, before: user.role, after: null });
+      await this.save({ ...data, users: data.users.filter((u) => u.name !== name) });
+    });
   }
 
   /** Returns the user when name and password match; spends the same scrypt time when the user is unknown. */
@@ -178,14 +210,16 @@ export class UserStore {
 
   /** Creates a fresh one-time setup token when no admin exists (replacing any older one); else undefined. */
   async issueSetupToken(): Promise<string | undefined> {
-    const data = await this.load();
-    if (data.users.some((u) => u.role === 'admin')) return undefined;
-    const token = randomBytes(24).toString('base64url');
-    await this.save({
-      ...data,
-      setup: { tokenHash: sha256(token), expires: new Date(this.now() + SETUP_TOKEN_TTL_MS).toISOString() },
+    return await this.locked(async () => {
+      const data = await this.load();
+      if (data.users.some((u) => u.role === 'admin')) return undefined;
+      const token = randomBytes(24).toString('base64url');
+      await this.save({
+        ...data,
+        setup: { tokenHash: sha256(token), expires: new Date(this.now() + SETUP_TOKEN_TTL_MS).toISOString() },
+      });
+      return token;
     });
-    return token;
   }
 
   async setupPending(): Promise<boolean> {
@@ -197,18 +231,38 @@ export class UserStore {
     );
   }
 
-  /** Creates the first admin if the token is the pending one; the token is spent either way it succeeds. */
-  async consumeSetupToken(token: string, name: string, password: string): Promise<void> {
-    const data = await this.load();
-    const setup = data.setup;
-    const given = Buffer.from(sha256(token), 'hex');
-    const valid =
-      setup !== undefined &&
-      Date.parse(setup.expires) > this.now() &&
-      timingSafeEqual(given, Buffer.from(setup.tokenHash, 'hex')) &&
-      !data.users.some((u) => u.role === 'admin');
-    if (!valid) throw new UserError('user.bad-setup-token', 'the setup token is invalid, used or expired');
-    // add() drops the token with the first admin, so it cannot be used twice.
-    await this.add(name, 'admin', password);
+  /**
+   * Creates the first admin if the token is the pending one. Check, admin creation and spending the token are
+   * one locked write, so of several concurrent requests with the same token exactly one succeeds.
+   */
+  async consumeSetupToken(
+    token: string,
+    name: string,
+    password: string,
+    opts: ChangeHooks = {},
+  ): Promise<void> {
+    checkUserName(name);
+    checkPasswordPolicy(password);
+    const hash = await hashPassword(password);
+    await this.locked(async () => {
+      const data = await this.load();
+      const setup = data.setup;
+      const given = Buffer.from(sha256(token), 'hex');
+      const valid =
+        setup !== undefined &&
+        Date.parse(setup.expires) > this.now() &&
+        timingSafeEqual(given, Buffer.from(setup.tokenHash, 'hex')) &&
+        !data.users.some((u) => u.role === 'admin');
+      if (!valid) throw new UserError('user.bad-setup-token', 'the setup token is invalid, used or expired');
+      if (data.users.some((u) => u.name === name))
+        throw new UserError('user.exists', `user '${name}' already exists`);
+      await opts.beforeCommit?.({ name, before: null, after: 'admin' });
+      const next: UsersFile = {
+        ...data,
+        users: [...data.users, { name, role: 'admin', hash, created: new Date(this.now()).toISOString() }],
+      };
+      delete next.setup;
+      await this.save(next);
+    });
   }
 }

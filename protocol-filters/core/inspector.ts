@@ -6,20 +6,24 @@
  * to I/O: it never touches a socket or a timer, so it can be unit-tested (and fuzzed) with plain Buffers.
  *
  * ## Reply ordering
- * Many Modbus masters (and OPC UA clients, per request id bookkeeping) assume answers arrive in request order.
- * A refusal is produced the moment a request is parsed, but earlier requests may still be outstanding at the
- * device. The rule is therefore: **the inspector owns the ordering**. The proxy writes bytes to the client in
- * exactly the order the inspector hands them out, and never reorders or delays them. So an inspector that
- * refuses a request while earlier forwarded requests are unanswered must not return a `reply` yet; it returns
- * `{ action: 'log', event }` (the refusal is recorded now), keeps the answer bytes queued, and releases them
- * from `onServerData` as `{ action: 'forward', bytes }` right after the server answer that unblocks them.
- * `ResponseOrderer` (ordering.ts) implements that bookkeeping for both filters.
- *
+ * Many Modbus masters assume answers arrive in request order. A refusal is produced the moment a request is
+ * parsed, but earlier requests may still be outstanding at the device. The rule is therefore: **the inspector
+ * owns the ordering**. The proxy writes bytes to the client in exactly the order the inspector hands them out,
+ * and never reorders or delays them. So an inspector that refuses a request while earlier forwarded requests
+ * are unanswered must not return a `reply` yet; it returns `{ action: 'log', event }` (the refusal is recorded
+ * now), keeps the answer bytes queued, and releases them as `{ action: 'forward', bytes }` right after the
+ * server answer that unblocks them (`onServerData`), or when it gives up on that answer (`onTimer`). Device
+ * answers themselves are forwarded on arrival, never held. `ResponseOrderer` (ordering.ts) implements that
+ * bookkeeping; the Modbus filter uses it. The OPC UA filter answers refusals at once instead, since OPC UA
+ * pairs responses by request id (see opcua/inspector.ts, "Limits").
+
  * ## Limits the inspector enforces
  * `ctx.limits.maxOutstandingRequests`: when a client pipelines more unanswered requests than this, the
  * inspector returns `close` (reason `too-many-outstanding-requests`). Message size limits are the
- * inspector's too (it knows the framing). The proxy enforces connection counts, idle time and the
- * slow-sender cut (via `hasPartialMessage`).
+ * inspector's too (it knows the framing), and so is the per-request timeout (`requestTimeoutMs`, via
+ * `nextDeadline`/`onTimer`: the proxy owns the timer, the inspector the clock-free decision). The proxy
+ * enforces connection counts, idle time and the slow-sender cut (via `hasPartialMessage` and
+ * `completedMessages`).
  */
 import type { ConduitMode, ProxyPlanEntry } from '../../policies/types.ts';
 
@@ -73,12 +77,19 @@ export type ServerVerdict =
 export interface InspectorLimits {
   /** Forwarded requests a client may have unanswered at once; beyond it the inspector closes the connection. */
   maxOutstandingRequests: number;
+  /**
+   * How long a forwarded request may wait for its answer before the inspector gives up on it (frees its
+   * slot, releases what was queued behind it). Optional: inspectors that do not track answers ignore it.
+   */
+  requestTimeoutMs?: number;
 }
 
 export interface InspectorContext {
   entry: ProxyPlanEntry;
   client: { address: string; port: number };
   limits: InspectorLimits;
+  /** Epoch milliseconds; injected so tests drive timeouts. Default `Date.now`. */
+  now?: () => number;
 }
 
 /** One per connection; holds that connection's parser state. Methods are called strictly in stream order. */
@@ -93,6 +104,19 @@ export interface ConnectionInspector {
    * true — a sender trickling one byte every few seconds makes "progress" but never completes.
    */
   hasPartialMessage(): boolean;
+  /**
+   * How many client messages the inspector has completed so far. Optional. When it grows, the proxy restarts
+   * the slow-sender deadline: a healthy pipelined sender whose every chunk ends one message and starts the
+   * next always holds a partial message, yet it is making progress.
+   */
+  completedMessages?(): number;
+  /** Epoch ms at which the proxy should call `onTimer`, or undefined for none. Optional. */
+  nextDeadline?(): number | undefined;
+  /**
+   * The time from `nextDeadline` has come (`now` = Date.now()). The verdicts go the server → client way, as
+   * from `onServerData` (released refusals, events, or close).
+   */
+  onTimer?(now: number): ServerVerdict[];
   /** The connection is gone (any reason); release resources. Optional. */
   onClose?(): void;
 }

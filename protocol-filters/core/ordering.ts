@@ -1,32 +1,52 @@
 /**
- * Keeps gateway-made answers (refusals) in request order relative to the device's answers, for inspectors.
+ * Keeps gateway-made answers (refusals) in request order relative to the device's answers, for inspectors
+ * whose protocol pairs answers by position as much as by id (Modbus: many masters assume answers come in
+ * request order). Used by the Modbus TransactionTracker (modbus/response.ts) and the proxy's tests; the
+ * OPC UA filter does not need it (OPC UA pairs responses by request id, so its refusals go out at once).
  *
  * Model: a queue of what the client has sent, in order — forwarded requests (waiting for the device) and
  * refusal answers the gateway produced. A refusal may go to the client only once every request sent before
- * it has been answered; device answers themselves are never held (the proxy forwards them on arrival, even
- * out of order, because holding them would change the device's behaviour as seen by the client).
+ * it has been answered (or timed out); device answers themselves are never held (the inspector forwards them
+ * on arrival, even out of order, because holding them would change the device's behaviour as seen by the
+ * client — and one lost answer would freeze every later one).
+ *
+ * A forwarded request may carry a deadline: a device that never answers must not hold the queued refusals
+ * (and the outstanding slot) forever. `expire(now)` gives up on overdue requests — they count as answered,
+ * so the refusals behind them are released, and a late answer is then unmatched.
  *
  * Usage in an inspector:
- * - request forwarded:   `if (!orderer.request(id)) → close (too-many-outstanding-requests)`
+ * - request forwarded:   `if (!orderer.request(id, value, deadline)) → close (too-many-outstanding-requests)`
  * - request refused:     `const now = orderer.reply(bytes)` → `now ? reply(now) : log(event)`
  * - device answer `id`:  `const r = orderer.answer(id)`; if `!r.matched` drop it as unpaired; else forward the
  *                        answer, then forward each of `r.release` in order.
+ * - timer:               `orderer.nextDeadline()`; at that time `orderer.expire(now)` → forward `release`.
  *
- * Pure and synchronous; keys are compared with `===` (Modbus transaction id, OPC UA request id).
+ * Pure and synchronous (the caller supplies the clock); keys are compared with `===`.
  */
 
-type Entry<K> = { kind: 'request'; key: K; answered: boolean } | { kind: 'reply'; bytes: Buffer };
+type Entry<K, V> =
+  | { kind: 'request'; key: K; value: V | undefined; deadline: number; answered: boolean }
+  | { kind: 'reply'; bytes: Buffer };
 
-export interface AnswerResult {
-  /** False when no unanswered request had this key (an unsolicited or duplicate answer). */
+export interface AnswerResult<V = undefined> {
+  /** False when no unanswered request had this key (an unsolicited, duplicate or too late answer). */
   matched: boolean;
+  /** The value recorded with the request (when matched). */
+  value?: V | undefined;
   /** Queued gateway replies that may now go to the client, in order, after the answer itself. */
   release: Buffer[];
 }
 
-export class ResponseOrderer<K> {
+export interface ExpireResult<V> {
+  /** Values of the requests given up on, oldest first. */
+  expired: (V | undefined)[];
+  /** Queued gateway replies that may now go to the client, in order. */
+  release: Buffer[];
+}
+
+export class ResponseOrderer<K, V = undefined> {
   readonly #maxOutstanding: number;
-  #queue: Entry<K>[] = [];
+  #queue: Entry<K, V>[] = [];
   #outstanding = 0;
   #queuedReplies = 0;
 
@@ -45,21 +65,22 @@ export class ResponseOrderer<K> {
   }
 
   /**
-   * Records a request that is about to be forwarded. Returns false (and records nothing) when it would
-   * exceed the limit of outstanding requests; the caller should then close the connection.
+   * Records a request that is about to be forwarded, with an optional value (returned on answer) and
+   * deadline (epoch ms; default never). Returns false (and records nothing) when it would exceed the limit
+   * of outstanding requests; the caller should then close the connection.
    */
-  request(key: K): boolean {
+  request(key: K, value?: V, deadline = Infinity): boolean {
     if (this.#outstanding >= this.#maxOutstanding) return false;
-    this.#queue.push({ kind: 'request', key, answered: false });
+    this.#queue.push({ kind: 'request', key, value, deadline, answered: false });
     this.#outstanding++;
     return true;
   }
 
   /**
    * A gateway answer to a refused request. Returns the bytes when they may be sent now (nothing earlier is
-   * pending), or undefined when they were queued and will come out of a later `answer()`.
-   * Queued replies count against the same limit as requests — otherwise a client could grow the queue
-   * without bound by sending refused requests behind one request the device never answers.
+   * pending), or undefined when they were queued and will come out of a later `answer()` or `expire()`.
+   * Queued replies count against the same limit as requests (see `withinLimit`) — otherwise a client could
+   * grow the queue without bound by sending refused requests behind one request the device never answers.
    */
   reply(bytes: Buffer): Buffer | undefined {
     if (this.#queue.length === 0) return bytes;
@@ -74,13 +95,56 @@ export class ResponseOrderer<K> {
   }
 
   /** The device answered the earliest unanswered request with this key. */
-  answer(key: K): AnswerResult {
-    const entry = this.#queue.find((e) => e.kind === 'request' && !e.answered && e.key === key);
-    if (entry === undefined || entry.kind !== 'request') return { matched: false, release: [] };
+  answer(key: K): AnswerResult<V> {
+    const entry = this.#find(key);
+    if (entry === undefined) return { matched: false, release: [] };
     entry.answered = true;
     this.#outstanding--;
+    return { matched: true, value: entry.value, release: this.#drain() };
+  }
+
+  /** Whether an unanswered request with this key exists (for pairing checks before parsing further). */
+  has(key: K): boolean {
+    return this.#find(key) !== undefined;
+  }
+
+  /** The value of the earliest unanswered request with this key. */
+  pending(key: K): V | undefined {
+    return this.#find(key)?.value;
+  }
+
+  /** The earliest deadline of an unanswered request, or undefined when none has one. */
+  nextDeadline(): number | undefined {
+    let next = Infinity;
+    for (const e of this.#queue) {
+      if (e.kind === 'request' && !e.answered && e.deadline < next) next = e.deadline;
+    }
+    return next === Infinity ? undefined : next;
+  }
+
+  /** Gives up on every unanswered request whose deadline is at or before `now`. */
+  expire(now: number): ExpireResult<V> {
+    const expired: (V | undefined)[] = [];
+    for (const e of this.#queue) {
+      if (e.kind === 'request' && !e.answered && e.deadline <= now) {
+        e.answered = true;
+        this.#outstanding--;
+        expired.push(e.value);
+      }
+    }
+    return { expired, release: expired.length > 0 ? this.#drain() : [] };
+  }
+
+  #find(key: K): Extract<Entry<K, V>, { kind: 'request' }> | undefined {
+    for (const e of this.#queue) {
+      if (e.kind === 'request' && !e.answered && e.key === key) return e;
+    }
+    return undefined;
+  }
+
+  /** Drains the head: answered requests vanish, replies whose predecessors are all answered go out. */
+  #drain(): Buffer[] {
     const release: Buffer[] = [];
-    // Drain the head: answered requests vanish, replies whose predecessors are all answered go out.
     let head = 0;
     while (head < this.#queue.length) {
       const e = this.#queue[head];
@@ -94,11 +158,6 @@ export class ResponseOrderer<K> {
       head++;
     }
     if (head > 0) this.#queue = this.#queue.slice(head);
-    return { matched: true, release };
-  }
-
-  /** Whether an unanswered request with this key exists (for pairing checks before parsing further). */
-  has(key: K): boolean {
-    return this.#queue.some((e) => e.kind === 'request' && !e.answered && e.key === key);
+    return release;
   }
 }

@@ -11,7 +11,15 @@ import type {
   ServerVerdict,
 } from './inspector.ts';
 import { ResponseOrderer } from './ordering.ts';
-import { FlowProxy, normaliseAddress, sourceList, type ProxyLimits } from './proxy.ts';
+import {
+  DEFAULT_PROXY_LIMITS,
+  FlowProxy,
+  effectiveLimits,
+  normaliseAddress,
+  sourceList,
+  type PlanEntryWithLimits,
+  type ProxyLimits,
+} from './proxy.ts';
 import { relayInspectorFactory } from './relay.ts';
 import {
   connect,
@@ -46,6 +54,7 @@ class LineInspector implements ConnectionInspector {
     while ((nl = this.#buf.indexOf('\n')) >= 0) {
       const line = this.#buf.slice(0, nl);
       this.#buf = this.#buf.slice(nl + 1);
+      this.#completed++;
       if (line === 'boom') throw new Error('inspector bug');
       if (line === 'bad') {
         out.push({ action: 'close', event: { reason: 'malformed-frame', verdict: 'drop' } });
@@ -84,6 +93,10 @@ class LineInspector implements ConnectionInspector {
   }
   hasPartialMessage(): boolean {
     return this.#buf.length > 0;
+  }
+  #completed = 0;
+  completedMessages(): number {
+    return this.#completed;
   }
 }
 
@@ -305,6 +318,66 @@ describe('FlowProxy limits', () => {
     fast.socket.write('again\n');
     await fast.waitFor((t) => t === 'quick\nagain\n');
     expect(up.received.flat().join('')).not.toContain('z');
+  });
+
+  it('does not cut a healthy pipelined sender whose every chunk ends one message and starts the next', async () => {
+    const { proxy, events, up } = await setup({ factory: lineFactory, limits: { messageTimeoutMs: 300 } });
+    const c = await client(proxy.port);
+    // Every 100 ms a chunk completes the previous line and starts the next: a partial line is always held,
+    // yet a message completes every 100 ms. 10 chunks = 1 s, far beyond the 300 ms message deadline.
+    let k = 0;
+    c.socket.write('l0-');
+    await new Promise<void>((resolve) => {
+      const timer = setInterval(() => {
+        k++;
+        c.socket.write(`${k - 1}\nl${k}-`);
+        if (k === 10) {
+          clearInterval(timer);
+          resolve();
+        }
+      }, 100);
+    });
+    await c.waitFor((t) => t.split('\n').length === 11);
+    expect(events.map((e) => e.reason)).toEqual([]);
+    expect(up.received.flat().join('')).toContain('l9-9\n');
+    // The deadline still holds for the last, never-completed line.
+    await within(c.closed, 2000);
+    expect(events.map((e) => e.reason)).toEqual(['message-timeout']);
+  });
+
+  it("applies the plan entry's own limits over the proxy defaults", async () => {
+    let seen: InspectorContext | undefined;
+    const factory: InspectorFactory = {
+      create: (ctx) => {
+        seen = ctx;
+        return new LineInspector(ctx);
+      },
+    };
+    const entry = {
+      limits: { maxConnectionsPerSource: 1, maxOutstandingRequests: 3, requestTimeoutMs: 1234 },
+    } as Partial<PlanEntryWithLimits>;
+    const { proxy, events } = await setup({
+      factory,
+      entry,
+      limits: { maxConnectionsPerSource: 5, maxOutstandingRequests: 7, idleTimeoutMs: 60_000 },
+    });
+    expect(proxy.limits).toMatchObject({
+      maxConnectionsPerSource: 1,
+      maxOutstandingRequests: 3,
+      requestTimeoutMs: 1234,
+      idleTimeoutMs: 60_000,
+      maxConnections: DEFAULT_PROXY_LIMITS.maxConnections,
+    });
+    const first = await client(proxy.port);
+    first.socket.write('x\n');
+    await first.waitFor((t) => t === 'x\n');
+    expect(seen?.limits).toEqual({ maxOutstandingRequests: 3, requestTimeoutMs: 1234 });
+    const second = await client(proxy.port);
+    await within(second.closed);
+    expect(events.map((e) => e.reason)).toEqual(['too-many-connections-from-source']);
+    expect(() =>
+      effectiveLimits(planEntry(1, { limits: { idleTimeoutMs: -1 } } as Partial<PlanEntryWithLimits>)),
+    ).toThrow(RangeError);
   });
 
   it('passes maxOutstandingRequests to the inspector, which enforces it', async () => {

@@ -35,6 +35,8 @@ export interface ProxyLimits {
   messageTimeoutMs: number;
   /** Passed to the inspector (ctx.limits); it closes a connection that pipelines more than this. */
   maxOutstandingRequests: number;
+  /** Passed to the inspector (ctx.limits): how long a forwarded request may wait for its answer. */
+  requestTimeoutMs: number;
   /** After one side has closed (or a filter closed the connection), how long the other may take to flush. */
   closeGraceMs: number;
 }
@@ -51,6 +53,7 @@ export const DEFAULT_PROXY_LIMITS: ProxyLimits = {
   connectTimeoutMs: 5_000,
   messageTimeoutMs: 10_000,
   maxOutstandingRequests: 32,
+  requestTimeoutMs: 10_000,
   closeGraceMs: 2_000,
 };
 
@@ -66,6 +69,7 @@ const silentLogger: ProxyLogger = { info: () => {}, warn: () => {}, error: () =>
 export interface FlowProxyOptions {
   /** Listen address; default `0.0.0.0` (family 4) or `::` (family 6, IPv6 only). Tests use loopback. */
   host?: string;
+  /** Defaults for this proxy (the supervisor's); the plan entry's own `limits` override them. */
   limits?: Partial<ProxyLimits>;
   onEvent?: (event: ProxyEvent) => void;
   /** Called once when the proxy fails after start (it has already closed its port and connections). */
@@ -94,6 +98,33 @@ export interface FlowProxyHealth {
   host: string;
   port: number;
   stats: FlowProxyStats;
+}
+
+/**
+ * A plan entry with the optional per-flow limits the policy may set (policies/types.ts gains the field; this
+ * type keeps the proxy compiling against either version of the contract).
+ */
+export type PlanEntryWithLimits = ProxyPlanEntry & { limits?: Partial<ProxyLimits> | undefined };
+
+/**
+ * The limits one flow runs with: built-in defaults, then the daemon's (supervisor) defaults, then the flow's
+ * own `limits` from the policy. Undefined fields do not override. Invalid values throw (fail at start).
+ */
+export function effectiveLimits(entry: ProxyPlanEntry, defaults?: Partial<ProxyLimits>): ProxyLimits {
+  const out: ProxyLimits = { ...DEFAULT_PROXY_LIMITS };
+  const own = (entry as PlanEntryWithLimits).limits;
+  for (const layer of [defaults, own]) {
+    if (layer === undefined) continue;
+    for (const key of Object.keys(DEFAULT_PROXY_LIMITS) as (keyof ProxyLimits)[]) {
+      const v = layer[key];
+      if (v === undefined) continue;
+      if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
+        throw new RangeError(`proxy limit ${key} must be a positive number, got ${String(v)}`);
+      }
+      out[key] = v;
+    }
+  }
+  return out;
 }
 
 /** Strips the IPv4-mapped prefix a dual-stack socket reports, so v4 CIDRs match. */
@@ -147,7 +178,7 @@ export class FlowProxy {
   constructor(entry: ProxyPlanEntry, factory: InspectorFactory, options: FlowProxyOptions = {}) {
     this.entry = entry;
     this.#factory = factory;
-    this.limits = { ...DEFAULT_PROXY_LIMITS, ...options.limits };
+    this.limits = effectiveLimits(entry, options.limits);
     this.#host = options.host ?? (entry.upstream.family === 6 ? '::' : '0.0.0.0');
     // Parsed here so a bad plan entry fails construction/start (fail-closed), never a live connection.
     this.#sources = sourceList(entry.sources);
@@ -329,7 +360,10 @@ export class FlowProxy {
       inspector = this.#factory.create({
         entry: this.entry,
         client: { address: src, port: srcPort },
-        limits: { maxOutstandingRequests: this.limits.maxOutstandingRequests },
+        limits: {
+          maxOutstandingRequests: this.limits.maxOutstandingRequests,
+          requestTimeoutMs: this.limits.requestTimeoutMs,
+        },
       });
     } catch (err) {
       this.#stats.lastError = errorText(err);
@@ -386,6 +420,10 @@ class Connection {
   #connectTimer: NodeJS.Timeout | undefined;
   #idleTimer: NodeJS.Timeout | undefined;
   #partialTimer: NodeJS.Timeout | undefined;
+  /** The inspector's completed-message count when the slow-sender deadline was last (re)started. */
+  #completed = 0;
+  #deadlineTimer: NodeJS.Timeout | undefined;
+  #deadlineAt: number | undefined;
   #graceTimer: NodeJS.Timeout | undefined;
   #clientClosed = false;
   #upstreamClosed = false;
@@ -486,6 +524,7 @@ class Connection {
     }
     this.#hooks.counted(toUpstream, toClient);
     this.#updatePartial();
+    this.#updateDeadline();
     this.#updateFlow();
   }
 
@@ -499,6 +538,25 @@ class Connection {
       this.#inspectorFault(err);
       return;
     }
+    this.#applyServer(verdicts);
+  }
+
+  /** The inspector's deadline came (e.g. a request the device never answered). */
+  #onTimer(): void {
+    this.#deadlineTimer = undefined;
+    this.#deadlineAt = undefined;
+    if (this.#closing) return;
+    let verdicts: ServerVerdict[];
+    try {
+      verdicts = this.#inspector.onTimer?.(Date.now()) ?? [];
+    } catch (err) {
+      this.#inspectorFault(err);
+      return;
+    }
+    this.#applyServer(verdicts);
+  }
+
+  #applyServer(verdicts: ServerVerdict[]): void {
     let toClient = 0;
     for (const v of verdicts) {
       if (v.action === 'forward') {
@@ -515,7 +573,29 @@ class Connection {
       }
     }
     this.#hooks.counted(0, toClient);
+    this.#updateDeadline();
     this.#updateFlow();
+  }
+
+  /** Keeps one timer at the inspector's next deadline (if it has any). */
+  #updateDeadline(): void {
+    if (this.#closing || this.#inspector.nextDeadline === undefined) return;
+    let at: number | undefined;
+    try {
+      at = this.#inspector.nextDeadline();
+    } catch (err) {
+      this.#inspectorFault(err);
+      return;
+    }
+    if (at === this.#deadlineAt) return;
+    clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = undefined;
+    this.#deadlineAt = at;
+    if (at === undefined) return;
+    this.#deadlineTimer = setTimeout(
+      () => this.#hooks.guard(() => this.#onTimer()),
+      Math.max(0, at - Date.now()),
+    );
   }
 
   #inspectorFault(err: unknown): void {
@@ -525,20 +605,26 @@ class Connection {
 
   /**
    * Slow-sender cut. The deadline runs from the moment a partial message appeared and is not extended by
-   * further bytes, so a trickle of one byte every few seconds is cut as surely as a stalled sender.
+   * further bytes, so a trickle of one byte every few seconds is cut as surely as a stalled sender. It
+   * restarts only when a message completes (`completedMessages` grew): a pipelined sender whose chunks each
+   * end one message and start the next is making progress, even though a partial message is always held.
    */
   #updatePartial(): void {
     let partial: boolean;
+    let completed: number;
     try {
       partial = this.#inspector.hasPartialMessage();
+      completed = this.#inspector.completedMessages?.() ?? 0;
     } catch (err) {
       this.#inspectorFault(err);
       return;
     }
-    if (!partial) {
+    if (!partial || completed !== this.#completed) {
       clearTimeout(this.#partialTimer);
       this.#partialTimer = undefined;
-    } else if (this.#partialTimer === undefined && !this.#clientPaused) {
+      this.#completed = completed;
+    }
+    if (partial && this.#partialTimer === undefined && !this.#clientPaused) {
       const ms = this.#proxy.limits.messageTimeoutMs;
       this.#partialTimer = setTimeout(
         () =>
@@ -653,7 +739,9 @@ class Connection {
     clearTimeout(this.#connectTimer);
     clearTimeout(this.#idleTimer);
     clearTimeout(this.#partialTimer);
-    this.#connectTimer = this.#idleTimer = this.#partialTimer = undefined;
+    clearTimeout(this.#deadlineTimer);
+    this.#connectTimer = this.#idleTimer = this.#partialTimer = this.#deadlineTimer = undefined;
+    this.#deadlineAt = undefined;
   }
 
   #finish(): void {

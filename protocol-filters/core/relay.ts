@@ -1,6 +1,6 @@
 /**
- * The plain relay: forwards everything both ways. It is what the daemon runs for a DPI flow until that
- * protocol's filter exists, so the redirect path, limits and fail-closed behaviour work from day one.
+ * The plain relay: forwards everything both ways, with no protocol knowledge. Tests and benchmarks use it to
+ * exercise the redirect path, limits and fail-closed behaviour (and as a baseline) without a filter in the way.
  * It never holds a partial message, so the slow-sender cut does not apply to it (the idle timeout does).
  */
 import type { ConnectionInspector, InspectorFactory } from './inspector.ts';

@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { ProxyPlan, ProxyPlanEntry } from '../../policies/types.ts';
 import type { InspectorFactory, ProxyEvent } from './inspector.ts';
 import { RelayInspector, relayInspectorFactory } from './relay.ts';
+import type { PlanEntryWithLimits } from './proxy.ts';
 import { ProxySupervisor, entryKey, type InspectorFactories } from './supervisor.ts';
 import {
   connect,
@@ -110,6 +111,33 @@ describe('ProxySupervisor', () => {
     expect(r.restarted).toEqual([entryKey(a)]);
     const r2 = await sup.applyPlan(plan(a), { ...factories, modbus: other });
     expect(r2.unchanged).toEqual([entryKey(a)]);
+  });
+
+  it("runs each proxy with the entry's own limits over the supervisor defaults; a changed limit restarts it", async () => {
+    const up = await startUpstream();
+    cleanups.push(() => up.close());
+    const sup = new ProxySupervisor({
+      host: '127.0.0.1',
+      limits: { idleTimeoutMs: 60_000, maxConnections: 9 },
+    });
+    cleanups.push(() => sup.stop());
+    const base = planEntry(up.port, { listenPort: await freePort() });
+    const limited = { ...base, limits: { maxConnections: 2 } } as PlanEntryWithLimits;
+    await sup.applyPlan(plan(limited), factories);
+    expect(sup.proxy(entryKey(base))?.limits).toMatchObject({ maxConnections: 2, idleTimeoutMs: 60_000 });
+    const same = await sup.applyPlan(
+      plan({ ...limited, limits: { maxConnections: 2 } } as PlanEntryWithLimits),
+      factories,
+    );
+    expect(same.unchanged).toEqual([entryKey(base)]);
+    const changed = await sup.applyPlan(
+      plan({ ...base, limits: { maxConnections: 3 } } as PlanEntryWithLimits),
+      factories,
+    );
+    expect(changed.restarted).toEqual([entryKey(base)]);
+    expect(sup.proxy(entryKey(base))?.limits.maxConnections).toBe(3);
+    await sup.applyPlan(plan(base), factories);
+    expect(sup.proxy(entryKey(base))?.limits.maxConnections).toBe(9);
   });
 
   it('moves a port from a removed entry to a new one in the same apply', async () => {

@@ -16,6 +16,7 @@ import {
   FlowProxy,
   type FlowProxyOptions,
   type FlowProxyStats,
+  type PlanEntryWithLimits,
   type ProxyLimits,
   type ProxyLogger,
 } from './proxy.ts';
@@ -25,6 +26,7 @@ export type InspectorFactories = Record<ProxyPlanEntry['protocol'], InspectorFac
 export interface SupervisorOptions {
   /** Listen address for every proxy; default per family (`0.0.0.0` / `::`). Tests use loopback. */
   host?: string;
+  /** Defaults for every proxy; a plan entry's own `limits` override them field by field. */
   limits?: Partial<ProxyLimits>;
   onEvent?: (event: ProxyEvent) => void;
   logger?: ProxyLogger;
@@ -84,6 +86,8 @@ function entryFingerprint(e: ProxyPlanEntry): string {
     e.sources,
     e.modbus ?? null,
     e.opcua ?? null,
+    // Per-flow limits change the proxy's behaviour too: a changed limit restarts that flow's proxy.
+    (e as PlanEntryWithLimits).limits ?? null,
   ]);
 }
 

@@ -300,10 +300,57 @@ describe('ModbusInspector in a FlowProxy', () => {
     });
   });
 
+  it('answers out-of-range requests like a device (exception 03/02), never forwards them, stays usable', async () => {
+    const { device, client, events } = await setup({ mode: 'monitor' });
+    const c = await client();
+    c.send(
+      encodeAdu(1, 1, [3, ...u16(0), ...u16(0)]), // quantity 0 (MB §6.3: 1..125) → 03
+      encodeAdu(2, 1, [3, ...u16(0xffff), ...u16(2)]), // 65535 + 2 runs past the address space → 02
+      encodeAdu(3, 1, [5, ...u16(100), 0x12, 0x34]), // coil value neither 0 nor 0xFF00 (MB §6.5) → 03
+      encodeAdu(4, 1, [8, ...u16(1), 0x12, 0x34]), // diagnostics 01: data must be 0 or 0xFF00 → 03
+      readHolding(5, 0, 1),
+    );
+    const answers = await c.waitAnswers(5);
+    expect(answers.map(head)).toEqual([
+      [1, 1, 0x83, 0x03],
+      [2, 1, 0x83, 0x02],
+      [3, 1, 0x85, 0x03],
+      [4, 1, 0x88, 0x03],
+      [5, 1, 3, 2],
+    ]);
+    expect(c.isClosed()).toBe(false);
+    expect(device.requests.map((b) => b.readUInt16BE(0))).toEqual([5]);
+    expect(events.map((e) => [e.reason, e.verdict])).toEqual([
+      ['modbus.illegal-data-value', 'refuse'],
+      ['modbus.illegal-data-address', 'refuse'],
+      ['modbus.illegal-data-value', 'refuse'],
+      ['modbus.illegal-data-value', 'refuse'],
+    ]);
+  });
+
+  it('a lost device answer does not freeze the connection; its timeout releases the refusal behind it', async () => {
+    const { client, events } = await setup({}, { requestTimeoutMs: 300 });
+    const c = await client();
+    // Address 998 is never answered; the write to 500 is refused behind it; the read of 0 is answered.
+    c.send(readHolding(1, 998, 1), writeRegister(2, 500, 1), readHolding(3, 0, 1));
+    const first = await c.waitAnswers(1, 250);
+    expect(first.map(head)).toEqual([[3, 1, 3, 2]]);
+    const all = await c.waitAnswers(2, 2000);
+    expect(all.map(head)).toEqual([
+      [3, 1, 3, 2],
+      [2, 1, 0x86, 0x02],
+    ]);
+    expect(events.map((e) => e.reason)).toEqual(['modbus.illegal-data-address', 'modbus.request-timeout']);
+    // The slot is free again: the connection goes on.
+    c.send(readHolding(4, 1, 1));
+    expect((await c.waitAnswers(3)).map(head)[2]).toEqual([4, 1, 3, 2]);
+  });
+
   it('still closes a malformed frame in monitor mode', async () => {
     const { device, client, events } = await setup({ mode: 'monitor' });
     const c = await client();
-    c.send(encodeAdu(1, 1, [3, ...u16(0), ...u16(0)])); // quantity 0 is invalid (MB §6.3)
+    // Byte count 4 for one register (MB §6.12: 2 × quantity): the frame is inconsistent.
+    c.send(encodeAdu(1, 1, [16, ...u16(100), ...u16(1), 4, 0, 1, 0, 2]));
     await within(c.closed);
     expect(device.requests).toEqual([]);
     expect(events.map((e) => e.reason)).toEqual(['modbus.malformed']);
@@ -380,11 +427,47 @@ describe('ModbusInspector (pure)', () => {
     const a2 = encodeAdu(2, 1, [3, 2, 0, 1]);
     const a1 = encodeAdu(1, 1, [3, 2, 0, 0]);
     const a3 = encodeAdu(3, 1, [3, 2, 0, 2]);
-    // The device answers 2 first: held until 1 arrives, then both leave in request order.
-    expect(insp.onServerData(a2)).toEqual([]);
+    // The device answers 2 first: it goes to the client at once (device answers are never held).
+    expect(insp.onServerData(a2)).toEqual([{ action: 'forward', bytes: a2 }]);
     expect(insp.onServerData(Buffer.concat([a1, a3]))).toEqual([
-      { action: 'forward', bytes: Buffer.concat([a1, a2, a3]) },
+      { action: 'forward', bytes: Buffer.concat([a1, a3]) },
     ]);
+  });
+
+  it('gives up on an unanswered request at its deadline and releases the refusal queued behind it', () => {
+    let now = 1000;
+    const insp = new ModbusInspector({
+      ...context(),
+      limits: { maxOutstandingRequests: 4, requestTimeoutMs: 500 },
+      now: () => now,
+    });
+    insp.onClientData(readHolding(1, 0, 1));
+    expect(insp.onClientData(writeRegister(2, 500, 1))).toMatchObject([{ action: 'log' }]);
+    expect(insp.nextDeadline()).toBe(1500);
+    now = 1499;
+    expect(insp.onTimer(now)).toEqual([]);
+    now = 1500;
+    const out = insp.onTimer(now);
+    expect(out).toMatchObject([
+      { action: 'log', event: { reason: 'modbus.request-timeout', detail: { transactionId: 1 } } },
+      { action: 'forward' },
+    ]);
+    expect(head((out[1] as { bytes: Buffer }).bytes)).toEqual([2, 1, 0x86, 0x02]);
+    expect(insp.nextDeadline()).toBeUndefined();
+    // The late answer is unsolicited: dropped.
+    expect(insp.onServerData(encodeAdu(1, 1, [3, 2, 0, 0]))).toMatchObject([
+      { action: 'drop', event: { reason: 'modbus.unsolicited' } },
+    ]);
+  });
+
+  it('counts completed client messages (for the slow-sender deadline)', () => {
+    const insp = new ModbusInspector(context());
+    const two = Buffer.concat([readHolding(1, 0, 1), readHolding(2, 0, 1)]);
+    insp.onClientData(two.subarray(0, 15));
+    expect(insp.completedMessages()).toBe(1);
+    expect(insp.hasPartialMessage()).toBe(true);
+    insp.onClientData(two.subarray(15));
+    expect(insp.completedMessages()).toBe(2);
   });
 
   it('forwards the allowed requests of a segment before closing on a malformed one', () => {

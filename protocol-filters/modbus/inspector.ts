@@ -5,17 +5,22 @@
  * Per connection it keeps one MBAP decoder per direction and one TransactionTracker:
  * - client → device: every complete ADU is parsed and decided. Allowed (and, in monitor mode, would-refuse)
  *   requests are forwarded untouched and tracked; refused ones get an exception ADU built by the gateway,
- *   never reach the device, and the connection stays usable. The tracker keeps every answer — the device's
- *   and the gateway's — in request order, because many masters match answers by position rather than by
- *   transaction id; so a refusal behind a request still at the device is only logged now and released from
- *   `onServerData` right after the answer that unblocks it (see core/inspector.ts, "Reply ordering").
+ *   never reach the device, and the connection stays usable. Device answers go to the client as they
+ *   arrive; the gateway's refusals keep request order (many masters match answers by position rather than
+ *   by transaction id), so a refusal behind a request still at the device is only logged now and released
+ *   right after the answer that unblocks it, or when that request times out (`requestTimeoutMs`: a device
+ *   that loses an answer must not freeze the connection). See core/inspector.ts, "Reply ordering".
+ * - A request that is well framed but asks for something no device can do (a quantity outside the
+ *   function's range, an address range past 65535, a coil value other than 0/0xFF00, bad diagnostics data)
+ *   is answered like a device would (MB §7: exception 03, or 02 for the address overflow) and the
+ *   connection stays usable: the framing is intact. It is never forwarded.
  * - device → client: every ADU is paired to its request by transaction id and checked against it (unit id,
  *   function, byte counts). Unpaired answers are dropped (a device must not be able to inject an answer the
  *   master never asked for); an answer inconsistent with its request means the two ends disagree on the
  *   stream, so the connection is closed.
- * - Anything malformed from the client (bad MBAP header, impossible length, inconsistent PDU) closes this
- *   connection only: after a bad length the framing is lost for good, and a frame the parser rejects is
- *   exactly what must never reach a PLC. This holds in monitor mode too — monitor mode relaxes the *policy*
+ * - Anything malformed from the client (bad MBAP header, impossible length, a byte count inconsistent with
+ *   the PDU) closes this connection only: after a bad length the framing is lost for good, and a frame the
+ *   parser rejects is exactly what must never reach a PLC. This holds in monitor mode too — monitor mode relaxes the *policy*
  *   (which functions/addresses/values), not the protocol's well-formedness (IEC 62443-4-2 CR 3.5 input
  *   validation protects the device whatever the conduit's mode).
  *
@@ -60,7 +65,22 @@ export const MODBUS_EVENT_REASONS = {
   unsolicited: 'modbus.unsolicited',
   /** The client pipelined more unanswered requests than the limit: the connection was closed. */
   tooManyOutstanding: 'too-many-outstanding-requests',
+  /** The device did not answer a forwarded request within requestTimeoutMs: given up, slot freed. */
+  requestTimeout: 'modbus.request-timeout',
 } as const;
+
+/**
+ * Parser codes of requests that are well framed but ask for something out of range: a device answers
+ * these with an exception (MB §6.x state diagrams: quantity/value checks → 03, address checks → 02) and
+ * keeps the connection, so the gateway does the same. Every other parser code is a framing or consistency
+ * fault (bad length, byte count, reserved function codes) and closes the connection.
+ */
+const DEVICE_EXCEPTIONS: Readonly<Record<string, RefusalCode>> = {
+  'pdu.quantity': 0x03,
+  'pdu.coil-value': 0x03,
+  'pdu.diagnostic-data': 0x03,
+  'pdu.address-overflow': 0x02,
+};
 
 function refusalReason(code: RefusalCode): string {
   switch (code) {
@@ -115,6 +135,28 @@ function asInvalid(r: Invalid | { kind: 'need-more' }): Invalid {
     : { kind: 'invalid', code: 'frame.truncated', reason: 'frame shorter than its content' };
 }
 
+/**
+ * The request as far as a well-framed ADU tells without its data field: enough to answer it with an
+ * exception and to describe it in the event.
+ */
+function unparsedRequest(adu: Adu): ModbusRequest {
+  const fn = adu.pdu[0] ?? 0;
+  return {
+    transactionId: adu.transactionId,
+    unitId: adu.unitId,
+    function: fn,
+    subFunction: fn === 0x08 && adu.pdu.length >= 3 ? adu.pdu.readUInt16BE(1) : null,
+    read: null,
+    write: null,
+    files: null,
+    values: null,
+    opaque: false,
+    known: true,
+    pdu: adu.pdu,
+    adu: adu.bytes,
+  };
+}
+
 type ForwardVerdict = { action: 'forward'; bytes: Buffer };
 type CloseVerdict = { action: 'close'; event: FilterEvent };
 
@@ -134,6 +176,9 @@ export class ModbusInspector implements ConnectionInspector {
   readonly #fromClient = new ModbusStreamDecoder();
   readonly #fromServer = new ModbusStreamDecoder();
   readonly #tracker: TransactionTracker;
+  readonly #now: () => number;
+  /** Complete client ADUs so far (core/inspector.ts `completedMessages`). */
+  #completed = 0;
   /** Set once a close verdict was returned: nothing more is parsed (the proxy drops later bytes anyway). */
   #closed = false;
 
@@ -146,7 +191,11 @@ export class ModbusInspector implements ConnectionInspector {
     }
     this.#spec = spec;
     this.#mode = ctx.entry.mode;
-    this.#tracker = new TransactionTracker(ctx.limits.maxOutstandingRequests);
+    this.#tracker = new TransactionTracker(
+      ctx.limits.maxOutstandingRequests,
+      ctx.limits.requestTimeoutMs ?? Infinity,
+    );
+    this.#now = ctx.now ?? Date.now;
   }
 
   onClientData(chunk: Buffer): ClientVerdict[] {
@@ -159,16 +208,27 @@ export class ModbusInspector implements ConnectionInspector {
         return this.#close(out, malformedEvent(MODBUS_EVENT_REASONS.malformed, item));
       }
       const adu = item.frame;
+      this.#completed++;
       const parsed = parseRequestAdu(adu);
-      if (parsed.kind !== 'frame') {
-        pushForward(out, toServer);
-        return this.#close(out, malformedEvent(MODBUS_EVENT_REASONS.malformed, asInvalid(parsed), adu));
+      let req: ModbusRequest;
+      let decision: ReturnType<typeof decideRequest>;
+      if (parsed.kind === 'frame') {
+        req = parsed.frame;
+        decision = decideRequest(req, this.#spec, this.#mode);
+      } else {
+        const bad = asInvalid(parsed);
+        const code = DEVICE_EXCEPTIONS[bad.code];
+        if (code === undefined) {
+          pushForward(out, toServer);
+          return this.#close(out, malformedEvent(MODBUS_EVENT_REASONS.malformed, bad, adu));
+        }
+        // Answered like the device would, in every mode: monitor relaxes the policy, not the protocol.
+        req = unparsedRequest(adu);
+        decision = { verdict: 'refuse', exceptionCode: code, reason: bad.reason };
       }
-      const req = parsed.frame;
-      const decision = decideRequest(req, this.#spec, this.#mode);
       if (decision.verdict === 'refuse') {
         const answer = buildException(req.transactionId, req.unitId, req.function, decision.exceptionCode);
-        const r = this.#tracker.submit(req, answer);
+        const r = this.#tracker.submit(req, answer, this.#now());
         if (r.kind === 'full') {
           pushForward(out, toServer);
           return this.#close(out, this.#tooMany());
@@ -188,7 +248,7 @@ export class ModbusInspector implements ConnectionInspector {
         }
         continue;
       }
-      const r = this.#tracker.submit(req, null);
+      const r = this.#tracker.submit(req, null, this.#now());
       if (r.kind === 'full') {
         pushForward(out, toServer);
         return this.#close(out, this.#tooMany());
@@ -241,11 +301,50 @@ export class ModbusInspector implements ConnectionInspector {
         pushForward(out, toClient);
         return this.#close(out, malformedEvent(MODBUS_EVENT_REASONS.badResponse, asInvalid(parsed), adu));
       }
-      const m = this.#tracker.respond(adu.transactionId, adu.bytes);
-      // `pending` found it a moment ago, so this pairs; the check keeps the types honest.
+      const m = this.#tracker.respond(adu.transactionId);
+      // The device's answer goes out now, then the refusals it unblocked. (`pending` found the request a
+      // moment ago, so this pairs; the check keeps the types honest.)
+      toClient.push(adu.bytes);
       if (m.kind === 'paired') for (const b of m.release) toClient.push(b);
     }
     pushForward(out, toClient);
+    return out;
+  }
+
+  completedMessages(): number {
+    return this.#completed;
+  }
+
+  nextDeadline(): number | undefined {
+    return this.#closed ? undefined : this.#tracker.nextDeadline();
+  }
+
+  onTimer(now: number): ServerVerdict[] {
+    const out: ServerVerdict[] = [];
+    if (this.#closed) return out;
+    const r = this.#tracker.expire(now);
+    for (const req of r.expired) {
+      out.push({
+        action: 'log',
+        event: {
+          reason: MODBUS_EVENT_REASONS.requestTimeout,
+          verdict: 'drop',
+          detail: {
+            transactionId: req.transactionId,
+            unit: req.unitId,
+            function: req.function,
+            ms: this.#tracker.timeoutMs,
+            why: 'the device did not answer in time; a late answer will be dropped as unsolicited',
+          },
+        },
+      });
+    }
+    if (r.release.length > 0) {
+      out.push({
+        action: 'forward',
+        bytes: r.release.length === 1 ? (r.release[0] as Buffer) : Buffer.concat(r.release),
+      });
+    }
     return out;
   }
 

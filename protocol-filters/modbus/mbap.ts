@@ -5,6 +5,7 @@
  * at most 260 bytes. TCP §4.4 (receive side): TCP is a stream, so one segment may carry part of an ADU or
  * several ADUs; the length field is the only frame delimiter.
  */
+import { NEED_MORE, invalid } from '../core/parse.ts';
 import type { Adu, Invalid, ParseResult } from './types.ts';
 
 /** Transaction id, protocol id and length: the bytes before the unit id. */
@@ -16,12 +17,8 @@ export const MAX_MBAP_LENGTH = 254;
 /** Largest ADU: 6 + 254. */
 export const MAX_ADU_LENGTH = MBAP_PREFIX_LENGTH + MAX_MBAP_LENGTH;
 
-/** Shared, immutable: asking for more bytes allocates nothing. */
-export const NEED_MORE: { kind: 'need-more' } = Object.freeze({ kind: 'need-more' });
-
-export function invalid(code: string, reason: string): Invalid {
-  return { kind: 'invalid', code, reason };
-}
+// Shared with the OPC UA filter (core/parse.ts); re-exported for this folder's parsers.
+export { NEED_MORE, invalid };
 
 /**
  * Frames one ADU at the start of `buf` (TCP §3.1.3). Rejects a bad protocol id as soon as its 4 bytes are in

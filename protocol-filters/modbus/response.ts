@@ -4,6 +4,7 @@
  * transaction id pairs a response with its request; the server copies it, and the unit id, from the request).
  */
 import { FC, MEI } from './functions.ts';
+import { ResponseOrderer } from '../core/ordering.ts';
 import { invalid, parseMbap } from './mbap.ts';
 import type { Adu, ModbusRequest, ModbusResponse, ParseResult } from './types.ts';
 
@@ -216,17 +217,18 @@ export function expectsResponse(req: ModbusRequest): boolean {
   return !(req.function === FC.DIAGNOSTICS && req.subFunction === 0x04);
 }
 
-interface Entry {
-  request: ModbusRequest;
-  /** The bytes to send the client once every earlier entry has gone: a local refusal, or the device's answer. */
-  answer: Buffer | null;
-}
-
 export type SubmitResult = { kind: 'ok'; release: Buffer[] } | { kind: 'full' };
 
 export type ResponseMatch =
   | { kind: 'paired'; request: ModbusRequest; release: Buffer[] }
   | { kind: 'unsolicited'; verdict: 'drop'; reason: 'unsolicited' };
+
+export interface ExpiredRequests {
+  /** Forwarded requests the device did not answer in time, oldest first. */
+  expired: ModbusRequest[];
+  /** Refusals that were queued behind them and may now go to the client, in order. */
+  release: Buffer[];
+}
 
 const UNSOLICITED: ResponseMatch = Object.freeze({
   kind: 'unsolicited',
@@ -235,72 +237,75 @@ const UNSOLICITED: ResponseMatch = Object.freeze({
 } as const);
 
 /**
- * Pure, per-connection bookkeeping of requests in flight, which also keeps answers in request order
- * (many masters assume it): a local refusal queued behind requests still at the device is released only
- * when they have been answered. At most `maxOutstanding` entries are held; beyond that `submit` says `full`
- * and the proxy applies its limit (close, or stop reading). A transaction id used twice while in flight is
- * paired oldest first, which is what an in-order device does.
+ * Pure, per-connection bookkeeping of requests in flight (core/ordering.ts does the ordering). The device's
+ * answers go to the client as they arrive; only the gateway's own refusals are held, behind the requests
+ * sent before them, so a master that matches answers by position still sees request order. A forwarded
+ * request the device does not answer within `timeoutMs` is given up (its slot freed, refusals behind it
+ * released; a late answer is then unsolicited) — a lost answer must not freeze the connection.
+ * At most `maxOutstanding` entries (forwarded + queued refusals) are held; beyond that `submit` says `full`
+ * and the inspector closes the connection. A transaction id used twice while in flight is paired oldest
+ * first, which is what an in-order device does.
  */
 export class TransactionTracker {
   readonly maxOutstanding: number;
-  #queue: Entry[] = [];
+  readonly timeoutMs: number;
+  readonly #orderer: ResponseOrderer<number, ModbusRequest>;
 
-  constructor(maxOutstanding: number) {
+  constructor(maxOutstanding: number, timeoutMs = Infinity) {
     if (!Number.isInteger(maxOutstanding) || maxOutstanding < 1) {
       throw new RangeError(`maxOutstanding must be a positive integer, got ${maxOutstanding}`);
     }
+    if (!(timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive, got ${timeoutMs}`);
     this.maxOutstanding = maxOutstanding;
+    this.timeoutMs = timeoutMs;
+    this.#orderer = new ResponseOrderer(maxOutstanding);
   }
 
-  /** Requests not yet answered to the client (forwarded, or refused behind forwarded ones). */
+  /** Entries held: requests at the device plus refusals queued behind them. */
   get size(): number {
-    return this.#queue.length;
+    return this.#orderer.outstanding + this.#orderer.queuedReplies;
   }
 
   /**
-   * Records a request. `localAnswer` is the refusal ADU when the gateway answers it itself, null when it is
-   * forwarded to the device. Returns the answers that may go to the client now, in order.
+   * Records a request at time `now` (epoch ms). `localAnswer` is the refusal ADU when the gateway answers it
+   * itself, null when it is forwarded to the device. Returns the refusal when it may go to the client now.
    * A forwarded request that gets no response (see `expectsResponse`) is not tracked.
    */
-  submit(request: ModbusRequest, localAnswer: Buffer | null): SubmitResult {
+  submit(request: ModbusRequest, localAnswer: Buffer | null, now = 0): SubmitResult {
     if (localAnswer === null && !expectsResponse(request)) return { kind: 'ok', release: [] };
-    if (this.#queue.length >= this.maxOutstanding) return { kind: 'full' };
-    this.#queue.push({ request, answer: localAnswer });
-    return { kind: 'ok', release: this.#drain() };
+    if (this.size >= this.maxOutstanding) return { kind: 'full' };
+    if (localAnswer !== null) {
+      const send = this.#orderer.reply(localAnswer);
+      return { kind: 'ok', release: send === undefined ? [] : [send] };
+    }
+    this.#orderer.request(request.transactionId, request, now + this.timeoutMs);
+    return { kind: 'ok', release: [] };
   }
 
   /** The oldest forwarded request still waiting for a response with this transaction id. */
   pending(transactionId: number): ModbusRequest | undefined {
-    return this.#find(transactionId)?.request;
+    return this.#orderer.pending(transactionId);
   }
 
   /**
    * A response arrived from the device: pairs it with the oldest waiting request of that transaction id.
-   * Unknown transaction id → `unsolicited` (drop and log). `answer` is the bytes to give the client
-   * (normally the response ADU as received).
+   * Unknown transaction id → `unsolicited` (drop and log). The response itself goes to the client at once;
+   * `release` is the refusals it unblocked, to send right after it.
    */
-  respond(transactionId: number, answer: Buffer): ResponseMatch {
-    const entry = this.#find(transactionId);
-    if (entry === undefined) return UNSOLICITED;
-    entry.answer = answer;
-    return { kind: 'paired', request: entry.request, release: this.#drain() };
+  respond(transactionId: number): ResponseMatch {
+    const r = this.#orderer.answer(transactionId);
+    if (!r.matched || r.value === undefined) return UNSOLICITED;
+    return { kind: 'paired', request: r.value, release: r.release };
   }
 
-  #find(transactionId: number): Entry | undefined {
-    for (const e of this.#queue) {
-      if (e.answer === null && e.request.transactionId === transactionId) return e;
-    }
-    return undefined;
+  /** When `expire` should next be called (epoch ms), or undefined while nothing is at the device. */
+  nextDeadline(): number | undefined {
+    return this.#orderer.nextDeadline();
   }
 
-  #drain(): Buffer[] {
-    const release: Buffer[] = [];
-    while (this.#queue.length > 0) {
-      const head = this.#queue[0];
-      if (head === undefined || head.answer === null) break;
-      release.push(head.answer);
-      this.#queue.shift();
-    }
-    return release;
+  /** Gives up on requests the device has not answered by `now`. */
+  expire(now: number): ExpiredRequests {
+    const r = this.#orderer.expire(now);
+    return { expired: r.expired.filter((x) => x !== undefined), release: r.release };
   }
 }

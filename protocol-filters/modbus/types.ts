@@ -4,16 +4,8 @@
  */
 import type { Range } from '../../policies/types.ts';
 
-/**
- * What every parser returns. Parsers never throw: `need-more` asks for more bytes, `invalid` carries a stable
- * machine `code` (for tests and logs) and a human `reason`; `consumed` is how many input bytes the frame used.
- */
-export type ParseResult<T> =
-  | { kind: 'need-more' }
-  | { kind: 'frame'; frame: T; consumed: number }
-  | { kind: 'invalid'; reason: string; code: string };
-
-export type Invalid = Extract<ParseResult<never>, { kind: 'invalid' }>;
+// One definition for both filters (core/parse.ts); re-exported so this folder's imports stay local.
+export type { Invalid, ParseResult } from '../core/parse.ts';
 
 /** One Modbus TCP application data unit (MBAP header + PDU), as framed by the MBAP length field. */
 export interface Adu {

@@ -356,6 +356,81 @@ describe('OpcuaInspector: None channel services and sequence rewriting', () => {
     expect(i.outstandingRequests).toBe(0);
   });
 
+  it('holds a ServiceFault until the server response in progress has sent its final chunk', () => {
+    const i = openNone();
+    expect(forwarded(i.onClientData(msgChunk(read(10), { sequenceNumber: 2, requestId: 2 })))).toHaveLength(
+      1,
+    );
+    // The server's answer to request 2 comes in several chunks (C, C, …, F).
+    const response = msgChunks(Buffer.alloc(64, 1), 16, { sequenceNumber: 2, requestId: 2 });
+    expect(response.length).toBeGreaterThan(2);
+    const toClient: Buffer[] = [...forwarded(i.onServerData(response[0] ?? Buffer.alloc(0)))];
+    // A refused Write arrives between the server's C chunks: the fault may not go out now (Part 6 §6.7.2).
+    const refused = i.onClientData(
+      msgChunk(write(11, 'ns=2;s=Alarms.Ack'), { sequenceNumber: 3, requestId: 3 }),
+    );
+    expect(replied(refused)).toEqual([]);
+    expect(events(refused)).toMatchObject([{ reason: 'opcua.write-node', verdict: 'refuse' }]);
+    for (const c of response.slice(1, -1)) {
+      const v = i.onServerData(c);
+      expect(forwarded(v)).toEqual([c]);
+      toClient.push(...forwarded(v));
+    }
+    // The final chunk ends the response: the fault follows it, numbered next.
+    const last = forwarded(i.onServerData(response.at(-1) ?? Buffer.alloc(0)));
+    expect(last).toHaveLength(2);
+    toClient.push(...last);
+    expect(toClient.slice(0, response.length)).toEqual(response);
+    expect(faultOf(toClient.at(-1))).toMatchObject({ handle: 11, requestId: 3 });
+    expect(toClient.map(seqOf)).toEqual(toClient.map((_, k) => 2 + k));
+    // With no server response in progress a refusal is answered at once again.
+    const again = i.onClientData(
+      msgChunk(write(12, 'ns=2;s=Alarms.Ack'), { sequenceNumber: 4, requestId: 4 }),
+    );
+    expect(faultOf(replied(again)[0])).toMatchObject({ handle: 12, requestId: 4 });
+    expect(seqOf(replied(again)[0])).toBe(2 + toClient.length);
+  });
+
+  it('counts completed client messages, not intermediate chunks (slow-sender deadline)', () => {
+    const i = openNone();
+    const before = i.completedMessages();
+    const parts = msgChunks(read(30), 10, { sequenceNumber: 2, requestId: 2 });
+    i.onClientData(parts[0] ?? Buffer.alloc(0));
+    expect(i.completedMessages()).toBe(before);
+    for (const c of parts.slice(1)) i.onClientData(c);
+    expect(i.completedMessages()).toBe(before + 1);
+  });
+
+  it("takes the flow's own messageTimeoutMs from the plan entry's limits", () => {
+    let now = 0;
+    const entry: ProxyPlanEntry & { limits: { messageTimeoutMs: number } } = {
+      conduit: 'c',
+      flow: 'ua',
+      protocol: 'opcua',
+      mode: 'enforce',
+      listenPort: 20000,
+      upstream: { address: '10.0.0.2', port: 4840, family: 4 },
+      sources: ['10.0.0.1/32'],
+      opcua: spec(),
+      limits: { messageTimeoutMs: 100 },
+    };
+    const i = new OpcuaInspector(
+      { entry, client: { address: '10.0.0.1', port: 50000 }, limits: { maxOutstandingRequests: 4 } },
+      { now: () => now, limits: { messageTimeoutMs: 60_000 } },
+    );
+    i.onClientData(hello());
+    i.onServerData(ack());
+    i.onClientData(openRequest({ sequenceNumber: 1, requestId: 1 }));
+    i.onServerData(openResponse({ channelId: 7, tokenId: 1, sequenceNumber: 1, requestId: 1 }));
+    const parts = msgChunks(read(1), 10, { sequenceNumber: 2, requestId: 2 });
+    i.onClientData(parts[0] ?? Buffer.alloc(0));
+    now = 100;
+    expect(i.onClientData(parts[1] ?? Buffer.alloc(0)).at(-1)).toMatchObject({
+      action: 'close',
+      event: { reason: 'opcua.reassembly-timeout' },
+    });
+  });
+
   it('passes numbers through unchanged while nothing is refused', () => {
     const i = openNone();
     const c = msgChunk(read(1), { sequenceNumber: 2, requestId: 2 });

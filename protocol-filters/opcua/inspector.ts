@@ -58,6 +58,7 @@ import type {
   ServerVerdict,
 } from '../core/inspector.ts';
 import type { ConduitMode, OpcuaSpec } from '../../policies/types.ts';
+import type { PlanEntryWithLimits } from '../core/proxy.ts';
 import {
   MESSAGE_SECURITY_MODE,
   OPEN_SECURE_CHANNEL_REQUEST_ID,
@@ -180,12 +181,24 @@ export class OpcuaInspector implements ConnectionInspector {
   #opaqueRun = 0;
   #opaqueRunBytes = 0;
   #closed = false;
+  /** Client chunks that ended a message (core/inspector.ts `completedMessages`). */
+  #completed = 0;
+  /** The server has sent an intermediate (C) chunk of a response and not yet its final or abort chunk. */
+  #serverMidMessage = false;
+  /** ServiceFaults waiting for the server's current response to end (Part 6 §6.7.2: no interleaving). */
+  #heldFaults: HeldFault[] = [];
 
   constructor(ctx: InspectorContext, options: OpcuaInspectorOptions = {}) {
     this.#spec = ctx.entry.opcua ?? EMPTY_SPEC;
     this.#mode = ctx.entry.mode;
     this.#maxOutstanding = ctx.limits.maxOutstandingRequests;
-    this.#limits = { ...DEFAULT_OPCUA_LIMITS, ...options.limits };
+    // The flow's own limits from the policy (per-flow `limits` of the plan entry) win over the factory's.
+    const flowTimeout = (ctx.entry as PlanEntryWithLimits).limits?.messageTimeoutMs;
+    this.#limits = {
+      ...DEFAULT_OPCUA_LIMITS,
+      ...options.limits,
+      ...(flowTimeout !== undefined ? { messageTimeoutMs: flowTimeout } : {}),
+    };
     this.#now = options.now ?? Date.now;
     this.#assembler = new MessageAssembler(this.#limits);
   }
@@ -203,9 +216,14 @@ export class OpcuaInspector implements ConnectionInspector {
     return this.#clientDecoder.buffered > 0 || this.#assembler.pending;
   }
 
+  completedMessages(): number {
+    return this.#completed;
+  }
+
   onClose(): void {
     this.#closed = true;
     this.#assembler.clear();
+    this.#heldFaults = [];
   }
 
   // ------------------------------------------------------------------------------------------ events
@@ -250,6 +268,7 @@ export class OpcuaInspector implements ConnectionInspector {
         this.#closeInvalid(out, item);
         break;
       }
+      if (item.frame.chunkType !== 'C' || item.frame.messageType !== 'MSG') this.#completed++;
       this.#clientChunk(item.frame, out);
       if (out.closed) break;
     }
@@ -548,18 +567,25 @@ export class OpcuaInspector implements ConnectionInspector {
     if (d.verdict === 'refuse') {
       const event = refusalEvent(d, requestDetail(req, requestId, ch));
       if (this.#seq === null) return this.#refuseWithError(out, d, event);
-      const n = this.#seq.server.inject();
-      if (n === null) return this.#refuseWithError(out, d, event);
-      const fault = buildServiceFault({
+      if (this.#seq.server.lastOut === null) return this.#refuseWithError(out, d, event);
+      const held: HeldFault = {
         channelId: h.channelId,
         tokenId: h.tokenId,
-        sequenceNumber: n,
         requestId,
         requestHandle: req.requestHandle,
         statusCode: d.statusCode,
-        timestamp: new Date(this.#now()),
-      });
+      };
       // The request's chunks are never emitted: the client sequence numbering skips them on its own.
+      if (this.#serverMidMessage) {
+        // Part 6 §6.7.2: the chunks of one message are sent sequentially, so the fault must not land between
+        // the C and F chunks of the response the server is sending: it waits for that response's last chunk
+        // (and gets its sequence number then, since numbers follow emission order).
+        this.#heldFaults.push(held);
+        out.push({ action: 'log', event });
+        return;
+      }
+      const fault = this.#buildFault(held);
+      if (fault === null) return this.#refuseWithError(out, d, event);
       out.push({ action: 'reply', bytes: fault, event });
       return;
     }
@@ -586,6 +612,21 @@ export class OpcuaInspector implements ConnectionInspector {
       out.forward(bytes, i === 0 ? event : undefined);
     });
     if (modeEvent !== undefined) out.push({ action: 'log', event: modeEvent });
+  }
+
+  /** A ServiceFault numbered as the next server chunk, or null when the numbering has not started. */
+  #buildFault(f: HeldFault): Buffer | null {
+    const n = this.#seq?.server.inject() ?? null;
+    if (n === null) return null;
+    return buildServiceFault({
+      channelId: f.channelId,
+      tokenId: f.tokenId,
+      sequenceNumber: n,
+      requestId: f.requestId,
+      requestHandle: f.requestHandle,
+      statusCode: f.statusCode,
+      timestamp: new Date(this.#now()),
+    });
   }
 
   // ---------------------------------------------------------------------------------- server → client
@@ -645,12 +686,15 @@ export class OpcuaInspector implements ConnectionInspector {
         // Request ids of responses are readable on None and Sign channels: an F or A chunk ends a response.
         const readable = ch !== null && (ch.securityMode === 'None' || ch.securityMode === 'Sign');
         const ended = readable && r.frame.chunkType !== 'C' ? r.frame.requestId : null;
+        if (chunk.messageType === 'MSG') this.#serverMidMessage = r.frame.chunkType === 'C';
         if (this.#seq === null) {
           if (ended !== null) this.#outstanding.delete(ended);
           out.forward(bytes);
           return;
         }
-        return this.#serverSecured(bytes, SYMMETRIC_SEQUENCE_OFFSET, ended, out);
+        this.#serverSecured(bytes, SYMMETRIC_SEQUENCE_OFFSET, ended, out);
+        if (!out.closed && !this.#serverMidMessage) this.#releaseFaults(out);
+        return;
       }
       default:
         return this.#closeInvalid(out, {
@@ -658,6 +702,16 @@ export class OpcuaInspector implements ConnectionInspector {
           code: 'opcua.unexpected-message',
           reason: `${chunk.messageType} from the server`,
         });
+    }
+  }
+
+  /** The server's response ended: the faults held behind it go out now, in refusal order. */
+  #releaseFaults(out: Verdicts<ServerVerdict>): void {
+    const held = this.#heldFaults;
+    this.#heldFaults = [];
+    for (const f of held) {
+      const fault = this.#buildFault(f);
+      if (fault !== null) out.forward(fault);
     }
   }
 
@@ -670,6 +724,15 @@ export class OpcuaInspector implements ConnectionInspector {
     if (ended !== null) this.#outstanding.delete(ended);
     out.forward(withSequenceNumber(bytes, seqOffset, seq.server.emit(n)));
   }
+}
+
+/** What a ServiceFault needs, kept while it waits for the server's current response to end. */
+interface HeldFault {
+  channelId: number;
+  tokenId: number;
+  requestId: number;
+  requestHandle: number;
+  statusCode: number;
 }
 
 /**

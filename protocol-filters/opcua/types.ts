@@ -6,23 +6,8 @@
  */
 import type { OpcuaSecurityMode, OpcuaSecurityPolicy, OpcuaServiceGroup } from '../../policies/types.ts';
 
-/**
- * What every parser returns. Parsers never throw: `need-more` asks for more bytes, `invalid` carries a stable
- * machine `code` (for tests and logs) and a human `reason`; `consumed` is how many input bytes the frame used.
- */
-export type ParseResult<T> =
-  | { kind: 'need-more' }
-  | { kind: 'frame'; frame: T; consumed: number }
-  | { kind: 'invalid'; reason: string; code: string };
-
-export type Invalid = Extract<ParseResult<never>, { kind: 'invalid' }>;
-
-/** Shared, immutable: asking for more bytes allocates nothing. */
-export const NEED_MORE: { kind: 'need-more' } = Object.freeze({ kind: 'need-more' });
-
-export function invalid(code: string, reason: string): Invalid {
-  return { kind: 'invalid', code, reason };
-}
+// One definition for both filters (core/parse.ts); re-exported so this folder's imports stay local.
+export { NEED_MORE, invalid, type Invalid, type ParseResult } from '../core/parse.ts';
 
 /** UA Connection Protocol messages (Part 6 §7.1.2) and UA Secure Conversation messages (Part 6 §6.7.2.2). */
 export type TransportMessageType = 'HEL' | 'ACK' | 'ERR' | 'RHE';

@@ -87,12 +87,17 @@ export function demoPaths(dir = join(repoRoot, '.sluice-demo')): DemoPaths {
 }
 
 /** The lab's policy: the water plant example with the management side moved onto the lab's 10.99.0.0/24. */
-export async function demoPolicyText(): Promise<string> {
+export async function demoPolicyText(now: Date = new Date()): Promise<string> {
   const text = await readFile(join(repoRoot, 'examples/water-plant.yaml'), 'utf8');
   const replaced = text.replace(/allowFrom: \[192\.168\.100\.0\/24\]/, 'allowFrom: [10.99.0.0/24]');
   if (replaced === text)
     throw new Error('examples/water-plant.yaml no longer has the expected management block');
-  return replaced;
+  // The example's waivers carry a fixed expiry date; the demo must keep working after it, so each one is
+  // moved to a year from today (the example file itself keeps its date: a real waiver must be renewed).
+  const inAYear = new Date(now.getTime() + 365 * 86_400_000).toISOString().slice(0, 10);
+  const renewed = replaced.replace(/expires: [0-9]{4}-[0-9]{2}-[0-9]{2}/g, `expires: ${inAYear}`);
+  if (renewed === replaced) throw new Error('examples/water-plant.yaml no longer has a waiver to renew');
+  return renewed;
 }
 
 async function startDetached(paths: DemoPaths, name: string, ns: string, args: string[]): Promise<number> {

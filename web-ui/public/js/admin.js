@@ -2,6 +2,67 @@
 // Audit log (auditor, admin) and UI accounts (admin).
 import { h, replace, fmtTime } from './dom.js';
 import { api } from './api.js';
+import { diffView } from './policy.js';
+
+/**
+ * @typedef {{ seq: number, time: string, who: string, action: string, detail: string, versionId?: number }} AuditEntry
+ * @typedef {{ name: string, role: string, created: string }} Account
+ */
+
+/** Entries that changed the running policy: these get a diff against the version recorded before. */
+const VERSION_ACTIONS = new Set(['apply', 'rollback', 'auto-rollback', 'confirm']);
+
+/** @param {AuditEntry} e */
+function auditRows(e) {
+  const diffRow = h('tr', { class: 'audit-diff', hidden: true }, h('td', { colspan: '7' }));
+  const hasDiff = e.versionId !== undefined && VERSION_ACTIONS.has(e.action);
+  let loaded = false;
+  const toggle = async () => {
+    diffRow.hidden = !diffRow.hidden;
+    if (loaded || diffRow.hidden) return;
+    loaded = true;
+    const cell = /** @type {HTMLElement} */ (diffRow.firstChild);
+    try {
+      const d = await api('GET', `/api/audit/diff/${String(e.versionId)}`);
+      replace(
+        cell,
+        h('p', {
+          class: 'muted small',
+          text: `Version ${d.versionId} against ${d.previousVersionId === null ? 'nothing (first version)' : `version ${d.previousVersionId}`}:`,
+        }),
+        diffView(d.lines),
+      );
+    } catch (err) {
+      loaded = false;
+      replace(cell, h('p', { class: 'error', text: err instanceof Error ? err.message : String(err) }));
+    }
+  };
+  return [
+    h(
+      'tr',
+      {},
+      h('td', { text: String(e.seq) }),
+      h('td', { text: fmtTime(Date.parse(e.time)) }),
+      h('td', { text: e.who }),
+      h('td', { text: e.action }),
+      h('td', { text: e.versionId === undefined ? '' : String(e.versionId) }),
+      h('td', { class: 'detail', text: e.detail }),
+      h(
+        'td',
+        {},
+        hasDiff
+          ? h('button', {
+              class: 'show-diff',
+              'data-version': String(e.versionId),
+              text: 'diff',
+              onclick: () => void toggle(),
+            })
+          : null,
+      ),
+    ),
+    hasDiff ? diffRow : null,
+  ];
+}
 
 /** @param {HTMLElement} el */
 export async function auditPage(el) {
@@ -19,24 +80,13 @@ export async function auditPage(el) {
       h(
         'thead',
         {},
-        h('tr', {}, ...['#', 'Time', 'Who', 'Action', 'Version', 'Detail'].map((t) => h('th', { text: t }))),
-      ),
-      h(
-        'tbody',
-        {},
-        ...a.entries.map((/** @type {any} */ e) =>
-          h(
-            'tr',
-            {},
-            h('td', { text: String(e.seq) }),
-            h('td', { text: fmtTime(Date.parse(e.time)) }),
-            h('td', { text: e.who }),
-            h('td', { text: e.action }),
-            h('td', { text: e.versionId === undefined ? '' : String(e.versionId) }),
-            h('td', { class: 'detail', text: e.detail }),
-          ),
+        h(
+          'tr',
+          {},
+          ...['#', 'Time', 'Who', 'Action', 'Version', 'Detail', 'Change'].map((t) => h('th', { text: t })),
         ),
       ),
+      h('tbody', {}, ...a.entries.flatMap((/** @type {AuditEntry} */ e) => auditRows(e))),
     ),
   );
 }
@@ -71,7 +121,7 @@ export async function usersPage(el) {
       h(
         'tbody',
         {},
-        ...list.map((/** @type {any} */ u) =>
+        ...list.map((/** @type {Account} */ u) =>
           h(
             'tr',
             {},

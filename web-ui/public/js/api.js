@@ -1,6 +1,28 @@
 /* global fetch, window */
 // The pages use only the JSON API. State-changing requests carry the session's CSRF token in a header.
 
+/**
+ * Shapes of the API's answers (see /api/openapi.json), for the pages' JSDoc.
+ * @typedef {{ name: string, securityLevel: number, description: string, networks: string[] }} Zone
+ * @typedef {{ name: string, protocol: string }} Flow
+ * @typedef {{ name: string, from: string, to: string, mode: string, flows: Flow[] }} Conduit
+ * @typedef {{ versionId: number | null, zones: Zone[], conduits: Conduit[] }} Topology
+ * @typedef {{ conduit: string, flow: string, state: string }} ProxyState
+ * @typedef {{ id: number, hash: string, when: string, who: string, comment: string | null }} VersionRef
+ * @typedef {{ versionId: number, deadline: string, previousVersionId: number | null }} Pending
+ * @typedef {{ mode: string, version: VersionRef | null, pending: Pending | null, proxies?: ProxyState[],
+ *   conduitDrops?: Record<string, number>, log?: { stored: number } }} DaemonStatus
+ * @typedef {{ start: number, end: number, bucketMs: number, counts: number[], truncated: boolean }} Timeline
+ * @typedef {{ id: number, time: number, src: string, dst: string, srcPort?: number, dstPort?: number,
+ *   protocol: string, verdict: string, reason: string, source: string, conduit?: string | null,
+ *   flow?: string, fromZone?: string, toZone?: string, count: number,
+ *   detail?: Record<string, string | number | undefined> }} BlockedEvent
+ * @typedef {{ op: ' ' | '+' | '-', text: string }} DiffLine
+ * @typedef {{ code: string, message: string, severity?: string, position?: { line: number, column: number } }} Problem
+ * @typedef {{ id: number, when: string, who: string, status: string, comment?: string | null }} VersionInfo
+ * @typedef {{ message?: string, error?: string, problems?: Problem[] } | null} ErrorBody
+ */
+
 /** @type {{ user: string, role: string, csrf: string } | null} */
 export let session = null;
 
@@ -10,7 +32,7 @@ export function setSession(s) {
 }
 
 export class ApiError extends Error {
-  /** @param {number} status @param {any} body */
+  /** @param {number} status @param {ErrorBody} body */
   constructor(status, body) {
     super(body && typeof body.message === 'string' ? body.message : `HTTP ${status}`);
     this.status = status;
@@ -22,11 +44,15 @@ export class ApiError extends Error {
  * @param {string} method
  * @param {string} url
  * @param {unknown} [body]
- * @returns {Promise<any>}
+ * @param {{ poll?: boolean }} [opts] poll: a background refresh, not the person acting; the server does
+ *   not restart the idle timer for it, so an open tab still times out.
+ * @template T the answer's shape (one of the typedefs above); the caller knows which route it asked
+ * @returns {Promise<T>}
  */
-export async function api(method, url, body) {
+export async function api(method, url, body, opts = {}) {
   /** @type {Record<string, string>} */
   const headers = { Accept: 'application/json' };
+  if (opts.poll === true) headers['X-Sluice-Poll'] = '1';
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (method !== 'GET' && session !== null) headers['X-CSRF-Token'] = session.csrf;
   const res = await fetch(url, {

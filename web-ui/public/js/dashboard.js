@@ -13,20 +13,18 @@ const ROW_H = 150;
 /**
  * Layout: one column per security level (SL1 on the left, SL4 on the right), zones stacked in file order.
  * Conduits are arrows between box edges; a pair of opposite conduits is drawn as two offset arrows.
- * @param {any} topo
- * @param {any} daemon
+ * @param {import('./api.js').Topology} topo
+ * @param {import('./api.js').DaemonStatus} daemon
  */
 export function diagram(topo, daemon) {
-  const levels = [...new Set(topo.zones.map((/** @type {any} */ z) => z.securityLevel))].sort();
-  /** @type {Map<string, {x: number, y: number, z: any}>} */
+  const levels = [...new Set(topo.zones.map((z) => z.securityLevel))].sort();
+  /** @type {Map<string, {x: number, y: number, z: import('./api.js').Zone}>} */
   const pos = new Map();
   let maxRows = 1;
   levels.forEach((lvl, col) => {
-    const zs = topo.zones.filter((/** @type {any} */ z) => z.securityLevel === lvl);
+    const zs = topo.zones.filter((z) => z.securityLevel === lvl);
     maxRows = Math.max(maxRows, zs.length);
-    zs.forEach((/** @type {any} */ z, row) =>
-      pos.set(z.name, { x: 40 + col * COL_W, y: 50 + row * ROW_H + (col % 2) * 40, z }),
-    );
+    zs.forEach((z, row) => pos.set(z.name, { x: 40 + col * COL_W, y: 50 + row * ROW_H + (col % 2) * 40, z }));
   });
   const width = 80 + Math.max(1, levels.length) * COL_W - (COL_W - BOX_W);
   const height = 100 + maxRows * ROW_H;
@@ -66,7 +64,7 @@ export function diagram(topo, daemon) {
       ),
     ),
   );
-  const names = new Set(topo.conduits.map((/** @type {any} */ c) => `${c.from}>${c.to}`));
+  const names = new Set(topo.conduits.map((c) => `${c.from}>${c.to}`));
   for (const c of topo.conduits) {
     const a = pos.get(c.from);
     const b = pos.get(c.to);
@@ -89,7 +87,7 @@ export function diagram(topo, daemon) {
     const y1 = ay + uy * edge + ny;
     const x2 = bx - ux * edge + nx;
     const y2 = by - uy * edge + ny;
-    const protos = [...new Set(c.flows.map((/** @type {any} */ f) => f.protocol))].join(', ');
+    const protos = [...new Set(c.flows.map((f) => f.protocol))].join(', ');
     // A paired conduit's label sits well outside its own arrow (the normals point opposite ways), so the two
     // three-line labels never overlap.
     const labelOff = paired ? 3.2 : 1.5;
@@ -157,12 +155,12 @@ export function diagram(topo, daemon) {
   return h('div', { class: 'diagram-wrap' }, svg, legend);
 }
 
-/** @param {any} daemon */
+/** @param {import('./api.js').DaemonStatus} daemon */
 function health(daemon) {
   const mode = daemon.mode;
   const v = daemon.version;
   const proxies = daemon.proxies ?? [];
-  const up = proxies.filter((/** @type {any} */ p) => p.state === 'up' || p.state === 'running').length;
+  const up = proxies.filter((p) => p.state === 'up' || p.state === 'running').length;
   return h(
     'div',
     { class: 'cards', id: 'health' },
@@ -186,7 +184,7 @@ function health(daemon) {
       h('div', { class: 'value', text: `${up}/${proxies.length} up` }),
       h('div', {
         class: 'muted small',
-        text: proxies.map((/** @type {any} */ p) => `${p.conduit}/${p.flow}: ${p.state}`).join('; '),
+        text: proxies.map((p) => `${p.conduit}/${p.flow}: ${p.state}`).join('; '),
       }),
     ),
     h(
@@ -212,7 +210,7 @@ function health(daemon) {
   );
 }
 
-/** @param {any} tl */
+/** @param {import('./api.js').Timeline} tl */
 export function chart(tl) {
   const W = 720;
   const H = 160;
@@ -249,11 +247,13 @@ export function chart(tl) {
 
 /** @param {HTMLElement} el */
 export async function dashboardPage(el) {
-  const draw = async () => {
+  /** @param {boolean} poll */
+  const draw = async (poll) => {
+    const o = { poll };
     const [topo, st, tl] = await Promise.all([
-      api('GET', '/api/topology'),
-      api('GET', '/api/status'),
-      api('GET', '/api/logs/timeline?minutes=60&buckets=30'),
+      api('GET', '/api/topology', undefined, o),
+      api('GET', '/api/status', undefined, o),
+      api('GET', '/api/logs/timeline?minutes=60&buckets=30', undefined, o),
     ]);
     const d = st.daemon;
     replace(
@@ -281,7 +281,7 @@ export async function dashboardPage(el) {
       ),
     );
   };
-  await draw();
-  const t = setInterval(() => void draw().catch(() => undefined), 5000);
+  await draw(false);
+  const t = setInterval(() => void draw(true).catch(() => undefined), 5000);
   return () => clearInterval(t);
 }

@@ -6,9 +6,14 @@ import { api, session, can } from './api.js';
 import { diffView, PROPOSAL_KEY } from './policy.js';
 
 const FIELDS = ['zone', 'conduit', 'src', 'dst', 'protocol', 'verdict', 'reason'];
-const RANGES = { '15m': 15 * 60e3, '1h': 3600e3, '24h': 86400e3, '7d': 7 * 86400e3, all: 0 };
+const RANGES = { '15m': 15 * 60e3, '1h': 3600e3, '24h': 86400e3, '7d': 7 * 86400e3, all: 0, custom: -1 };
+/**
+ * Relative ranges start on a 10 s boundary: every browser (and every tail refresh) within those 10 s asks
+ * the same question, so the UI's short daemon cache answers it instead of the daemon.
+ */
+const ROUND_MS = 10_000;
 
-/** Why an event was blocked, in words. @param {any} e */
+/** Why an event was blocked, in words. @param {import('./api.js').BlockedEvent} e */
 export function explain(e) {
   const zones = `${e.fromZone ?? '?'} → ${e.toZone ?? '?'}`;
   if (e.source === 'nflog') {
@@ -64,10 +69,27 @@ export async function logsPage(el) {
       'select',
       { id: 'f-range' },
       ...Object.keys(RANGES).map((r) =>
-        h('option', { value: r, text: r === 'all' ? 'all time' : `last ${r}`, selected: r === range }),
+        h('option', {
+          value: r,
+          text: r === 'all' ? 'all time' : r === 'custom' ? 'from … to …' : `last ${r}`,
+          selected: r === range,
+        }),
       ),
     )
   );
+  // Custom range: local date and time, as the browser's datetime-local control gives it.
+  const fromIn = /** @type {HTMLInputElement} */ (
+    h('input', { id: 'f-from', type: 'datetime-local', name: 'from', step: '1' })
+  );
+  const toIn = /** @type {HTMLInputElement} */ (
+    h('input', { id: 'f-to', type: 'datetime-local', name: 'to', step: '1' })
+  );
+  const customBox = h('span', { class: 'custom-range', id: 'custom-range' }, 'from ', fromIn, ' to ', toIn);
+  const showCustom = () => {
+    customBox.hidden = rangeSel.value !== 'custom';
+  };
+  rangeSel.addEventListener('change', showCustom);
+  showCustom();
   const tail = /** @type {HTMLInputElement} */ (h('input', { id: 'live-tail', type: 'checkbox' }));
   const table = h('tbody', { id: 'events' });
   const info = h('p', { class: 'muted', id: 'events-info' });
@@ -83,7 +105,14 @@ export async function logsPage(el) {
     const p = new URLSearchParams();
     for (const [k, v] of Object.entries(filters)) if (v !== '') p.set(k, v);
     const span = RANGES[/** @type {keyof typeof RANGES} */ (range)];
-    if (span > 0) p.set('since', String(Date.now() - span));
+    if (span > 0) p.set('since', String(Math.floor((Date.now() - span) / ROUND_MS) * ROUND_MS));
+    if (span < 0) {
+      const from = fromIn.value === '' ? NaN : new Date(fromIn.value).getTime();
+      const to = toIn.value === '' ? NaN : new Date(toIn.value).getTime();
+      if (!Number.isNaN(from)) p.set('since', String(from));
+      // The end is inclusive for the person (to 10:00:59 includes that second); the API's until is exclusive.
+      if (!Number.isNaN(to)) p.set('until', String(to + 1000));
+    }
     return p;
   };
 
@@ -113,7 +142,7 @@ export async function logsPage(el) {
           }),
         );
 
-  /** @param {any} e */
+  /** @param {import('./api.js').BlockedEvent} e */
   const propose = async (e) => {
     try {
       const r = await api('POST', '/api/logs/propose', {
@@ -162,7 +191,7 @@ export async function logsPage(el) {
     }
   };
 
-  /** @param {any} e */
+  /** @param {import('./api.js').BlockedEvent} e */
   const row = (e) =>
     h(
       'tr',
@@ -188,7 +217,8 @@ export async function logsPage(el) {
         : null,
     );
 
-  const load = async () => {
+  /** @param {boolean} [poll] a live-tail refresh, not the person acting */
+  const load = async (poll = false) => {
     for (const f of FIELDS) {
       const v = /** @type {HTMLInputElement} */ (inputs[f]).value.trim();
       if (v === '') filters[f] = '';
@@ -200,7 +230,7 @@ export async function logsPage(el) {
     json.href = `/api/logs/export.json?${p}`;
     p.set('limit', '200');
     p.set('total', 'true');
-    const r = await api('GET', `/api/logs?${p}`);
+    const r = await api('GET', `/api/logs?${p}`, undefined, { poll });
     replace(table, ...r.events.map(row));
     info.textContent = `${r.total ?? r.events.length} matching event record(s); showing the newest ${r.events.length}.`;
   };
@@ -220,6 +250,7 @@ export async function logsPage(el) {
         },
       },
       h('label', {}, 'Time', rangeSel),
+      customBox,
       ...FIELDS.map((f) => h('label', {}, f, inputs[f])),
       h('button', { type: 'submit', class: 'primary', id: 'apply-filters', text: 'Filter' }),
       h('button', {
@@ -234,6 +265,7 @@ export async function logsPage(el) {
       h('label', { class: 'inline' }, tail, ' live tail'),
       csv,
       json,
+      h('span', { class: 'muted small', text: 'exports hold at most 10,000 rows (newest first)' }),
     ),
     info,
     detail,
@@ -270,7 +302,7 @@ export async function logsPage(el) {
   );
   await load();
   const timer = setInterval(() => {
-    if (tail.checked) void load().catch(() => undefined);
+    if (tail.checked) void load(true).catch(() => undefined);
   }, 2000);
   return () => clearInterval(timer);
 }

@@ -99,7 +99,7 @@ function showNav() {
 async function refreshPending() {
   if (session === null) return;
   try {
-    const st = await api('GET', '/api/status');
+    const st = await api('GET', '/api/status', undefined, { poll: true });
     const p = st.daemon.pending;
     if (p === null || p === undefined) {
       pendingEl.hidden = true;

@@ -6,7 +6,7 @@ import { api, session, can } from './api.js';
 
 export const PROPOSAL_KEY = 'sluice.proposal';
 
-/** @param {any[]} lines */
+/** @param {import('./api.js').DiffLine[]} lines */
 export function diffView(lines) {
   const changed = lines.some((l) => l.op !== ' ');
   if (!changed)
@@ -126,7 +126,8 @@ export async function policyPage(el) {
       if (
         f.waiver !== undefined ||
         r.errors.some(
-          (/** @type {any} */ e) => e.code === `lint.${f.rule}` && e.position?.line === f.position?.line,
+          (/** @type {import('./api.js').Problem} */ e) =>
+            e.code === `lint.${f.rule}` && e.position?.line === f.position?.line,
         )
       )
         continue;
@@ -204,10 +205,13 @@ export async function policyPage(el) {
       await history();
     } catch (err) {
       applyMsg.className = 'error';
-      const e = /** @type {any} */ (err);
+      const e = /** @type {{ message: string, body?: import('./api.js').ErrorBody }} */ (err);
       const problems = Array.isArray(e.body?.problems)
         ? e.body.problems
-            .map((/** @type {any} */ p) => `${p.position ? `line ${p.position.line}: ` : ''}${p.message}`)
+            .map(
+              (/** @type {import('./api.js').Problem} */ p) =>
+                `${p.position ? `line ${p.position.line}: ` : ''}${p.message}`,
+            )
             .join('; ')
         : '';
       applyMsg.textContent = `Not applied: ${e.message}${problems === '' ? '' : ` — ${problems}`}`;
@@ -238,7 +242,7 @@ export async function policyPage(el) {
         h(
           'tbody',
           {},
-          ...versions.map((/** @type {any} */ v) =>
+          ...versions.map((/** @type {import('./api.js').VersionInfo} */ v) =>
             h(
               'tr',
               { 'data-version': String(v.id) },
