@@ -16,8 +16,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OpcuaSessionResult, OpcuaSessionScript, OpcuaStep } from './lab/opcua-client.ts';
-import { waitForTcpListen, type Spawned } from './lab/netns.ts';
+import { waitForTcpListen } from './lab/netns.ts';
 import { labUp, type Lab } from './lab/topology.ts';
+import { follow, type Line } from './lab/follow.ts';
 
 const isRoot = process.getuid?.() === 0;
 const inCi = process.env.CI === 'true';
@@ -87,43 +88,6 @@ conduits:
           call: ['${RESET}']
           anonymous: ${String(f.anonymous)}
 `;
-}
-
-type Line = Record<string, unknown>;
-
-/** Collects a child's JSON stdout lines as they arrive. */
-function follow(child: Spawned): {
-  lines: Line[];
-  waitFor: (p: (l: Line) => boolean, ms: number) => Promise<Line>;
-} {
-  const lines: Line[] = [];
-  let rest = '';
-  child.stdout?.on('data', (d: Buffer) => {
-    rest += d.toString();
-    let nl: number;
-    while ((nl = rest.indexOf('\n')) >= 0) {
-      const text = rest.slice(0, nl);
-      rest = rest.slice(nl + 1);
-      try {
-        lines.push(JSON.parse(text) as Line);
-      } catch {
-        lines.push({ text });
-      }
-    }
-  });
-  return {
-    lines,
-    waitFor: async (pred, ms) => {
-      const deadline = Date.now() + ms;
-      for (;;) {
-        const hit = lines.find(pred);
-        if (hit) return hit;
-        if (Date.now() > deadline)
-          throw new Error(`no matching line; have ${JSON.stringify(lines.slice(-10))}`);
-        await sleep(50);
-      }
-    },
-  };
 }
 
 const none = (steps: OpcuaStep[], extra: Partial<OpcuaSessionScript> = {}): OpcuaSessionScript => ({
