@@ -128,9 +128,17 @@ describe('formatReport / reportJson', () => {
   };
 
   it('prints errors, then the lint report with warnings and accepted risks, then a summary', () => {
-    expect(formatReport(result)).toBe(
+    const lintError: Problem = {
+      severity: 'error',
+      code: 'lint.any-port',
+      path: ['conduits', 'hmi-to-plc', 'flows', 1],
+      message: 'tcp flow web allows any port [62443-3-3 SR 5.2 RE1]',
+      file: 'w.yaml',
+      position: { line: 30, column: 9 },
+    };
+    expect(formatReport({ ...result, errors: [lintError] })).toBe(
       [
-        'w.yaml:42:13 conduits.hmi-to-plc.flows[0].modbus.rules[1].functions[0]: 99 is not a Modbus function code',
+        'w.yaml:30:9 conduits.hmi-to-plc.flows[1]: tcp flow web allows any port [62443-3-3 SR 5.2 RE1]',
         '',
         'Lint report (derived from IEC 62443):',
         '  warnings:',
@@ -145,6 +153,38 @@ describe('formatReport / reportJson', () => {
     );
     expect(formatReport({ ok: true, errors: [], warnings: [], lint: [] })).toBe(
       'valid: 0 errors, 0 warnings, 0 accepted risks\n',
+    );
+  });
+
+  it('says the lint did not run while schema or semantic errors remain, and keeps other warnings apart', () => {
+    const blocked: ValidationResult = {
+      ok: false,
+      errors: [{ ...EXAMPLE, file: 'w.yaml' }],
+      warnings: [
+        {
+          severity: 'warning',
+          code: 'semantic.cidr-host-bits',
+          path: ['zones', 'control', 'networks', 0],
+          message: 'host bits set',
+          file: 'w.yaml',
+          position: { line: 9, column: 3 },
+        },
+      ],
+      lint: [],
+      file: 'w.yaml',
+    };
+    expect(formatReport(blocked)).toBe(
+      [
+        'w.yaml:42:13 conduits.hmi-to-plc.flows[0].modbus.rules[1].functions[0]: 99 is not a Modbus function code',
+        '',
+        'Warnings:',
+        '  w.yaml:9:3 zones.control.networks[0]: host bits set',
+        '',
+        'Lint report: not run; fix the 1 error above first.',
+        '',
+        'invalid: 1 error, 1 warning, 0 accepted risks',
+        '',
+      ].join('\n'),
     );
   });
 

@@ -79,12 +79,25 @@ export function formatReport(r: ValidationResult): string {
   for (const p of r.errors) out.push(formatProblem(p));
   const risks = acceptedRisks(r);
   const file = fileOf(r);
-  if (r.warnings.length > 0 || risks.length > 0) {
+  const isLint = (p: Problem) => p.code.startsWith('lint.');
+  const otherWarnings = r.warnings.filter((p) => !isLint(p));
+  const lintWarnings = r.warnings.filter(isLint);
+  // The lint needs a policy that passed the schema and semantic checks; say so rather than look clean.
+  const blocking = r.errors.filter((p) => !isLint(p)).length;
+  if (otherWarnings.length > 0) {
+    if (out.length > 0) out.push('');
+    out.push('Warnings:');
+    for (const p of otherWarnings) out.push(`  ${formatProblem(p)}`);
+  }
+  if (blocking > 0) {
+    if (out.length > 0) out.push('');
+    out.push(`Lint report: not run; fix the ${plural(blocking, 'error')} above first.`);
+  } else if (lintWarnings.length > 0 || risks.length > 0) {
     if (out.length > 0) out.push('');
     out.push('Lint report (derived from IEC 62443):');
-    if (r.warnings.length > 0) {
+    if (lintWarnings.length > 0) {
       out.push('  warnings:');
-      for (const p of r.warnings) out.push(`    ${formatProblem(p)}`);
+      for (const p of lintWarnings) out.push(`    ${formatProblem(p)}`);
     }
     if (risks.length > 0) {
       out.push('  accepted risks (waived):');
