@@ -5,7 +5,7 @@
  *   enterprise (eth1) office-pc ─┐
  *   dmz (eth2) historian ────────┤
  *   scada (eth3) scada-server, hmi-1 ──┤  slcD-gw: `sluice run` (nft table inet sluice, proxies, ulogd2)
- *   control (eth4) plc-intake (PLC sim :502) ─┤
+ *   control (eth4) plc-intake (PLC sim :502), ua-filter (OPC UA server :4840) ─┤
  *   safety (eth5) sis-1 (PLC sim :502) ───────┘   mgmt0 ── slcD-mgmt (10.99.0.10)
  *
  * The HMI polls the PLC through the Modbus filter (allowed reads and setpoint writes, plus a forbidden write
@@ -58,7 +58,10 @@ export const DEMO_SPEC: LabSpec = {
       name: 'control',
       iface: 'eth4',
       subnet: '10.40.0.0/24',
-      hosts: [{ name: 'plc-intake', address: '10.40.0.21' }],
+      hosts: [
+        { name: 'plc-intake', address: '10.40.0.21' },
+        { name: 'ua-filter', address: '10.40.0.30' },
+      ],
     },
     {
       name: 'safety',
@@ -192,6 +195,25 @@ export async function demoUp(log: (line: string) => void = () => undefined): Pro
     '10.40.0.21',
     '--interval',
     '5000',
+  ]);
+  // OPC UA: a node-opcua server on ua-filter, and the SCADA server's sessions through the OPC UA filter
+  // (SignAndEncrypt passes; a SecurityMode None attempt is refused at OPN and logged).
+  log("starting the OPC UA server (ua-filter) and the SCADA server's OPC UA sessions");
+  const uaNs = lab.hostNs('control', 'ua-filter');
+  pids['ua-filter'] = await startDetached(paths, 'ua-filter', uaNs, [
+    script('opcua-server'),
+    '--pki',
+    join(paths.dir, 'pki-server'),
+    '--port',
+    '4840',
+  ]);
+  await waitForTcpListen(uaNs, 4840, 60_000);
+  pids['scada-server'] = await startDetached(paths, 'scada-server', lab.hostNs('scada', 'scada-server'), [
+    script('opcua-hmi'),
+    '--server',
+    '10.40.0.30',
+    '--pki',
+    join(paths.dir, 'pki-client'),
   ]);
   // The UI on the host's loopback reaches the daemon in the gateway namespace through its unix socket.
   log('starting the web UI on http://' + DEMO_UI_LISTEN);
