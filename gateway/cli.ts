@@ -57,20 +57,24 @@ Gateway (talks to the daemon over its unix socket in the state dir):
                                          query the blocked-traffic log
 
 Install (docs/install.md):
-  backup FILE [--include-logs]           state (versions, audit log, users, certificates) → one checked archive
-  restore FILE [--sha256 HEX] [--force]  verify the archive, then restore it (stop the daemon first)
+  backup FILE [--include-logs] [--key-file F]
+                                         state (versions, audit log, users, certificates) → one archive signed
+                                         with the gateway's backup key (/etc/sluice/backup.key)
+  restore FILE [--key-file F] [--other-gateway] [--sha256 HEX] [--force]
+                                         verify the archive's key, checksums and version, then restore it
+                                         (stop the daemon first)
   boot-ruleset                           load the last confirmed ruleset or the fail-closed one, then exit
                                          (sluice-boot.service, before any interface comes up)
 
 Web UI:
-  ui [--listen 127.0.0.1:8443] [--tls-cert F --tls-key F]
+  ui [--listen 127.0.0.1:8443] [--tls-cert F --tls-key F] [--public-origin URL ...]
                                          run the web UI and JSON API as its own process (HTTPS with a generated
                                          self-signed certificate unless given; plain HTTP only on loopback)
   user add NAME --role admin|integrator|operator|auditor [--password-stdin]
   user remove NAME | user list           UI accounts (the password is prompted for, or read from stdin)
 
 Lab (network namespaces on this machine; never touches the host's interfaces):
-  lab up | down | status                 the demo lab: zones, gateway, simulated PLC and HMI traffic
+  lab up | down | status                 the demo lab: zones, gateway, simulated PLC, OPC UA server, HMI traffic, UI
 
 Options:
   --state-dir DIR                        state directory (default /var/lib/sluice, or $SLUICE_STATE_DIR); for the
@@ -221,7 +225,12 @@ const run: Handler = async (args, io) => {
   if ((mgmtIf === undefined) !== (mgmtAllow === undefined))
     throw new UsageError('cli.usage', 'sluice run: --mgmt-interface and --mgmt-allow go together');
   if (mgmtIf !== undefined && mgmtAllow !== undefined)
-    opts.fallbackManagement = parseManagement(mgmtIf, mgmtAllow);
+    // The UI port stays reachable in fail-closed mode too, wherever the UI listens.
+    opts.fallbackManagement = parseManagement(
+      mgmtIf,
+      mgmtAllow,
+      values['ui-listen'] ?? io.env['SLUICE_UI_LISTEN'],
+    );
   await runDaemon(opts);
   // The daemon keeps the event loop alive until a signal stops it; exit code is set there.
   return await new Promise<number>(() => undefined);
