@@ -51,8 +51,13 @@ demo: deps build
 demo-down: node-deps
 	node bin/sluice.js lab down || true
 
+# Each bench measures its baseline in the same run and prints ratios; none is a test. `make bench` runs all.
+BENCHES := compile logs apply modbus opcua ui
 bench: deps build
-	node bench/compile.ts
+	@for b in $(BENCHES); do echo "=== bench/$$b.ts"; node bench/$$b.ts || exit $$?; done
+
+bench-%: deps build
+	node bench/$*.ts
 
 clean:
 	rm -rf dist test-output
