@@ -22,12 +22,13 @@ import { SluiceError } from '../policies/errors.ts';
 import {
   ProxySupervisor,
   modbusInspectorFactory,
-  opcuaInspectorFactory,
+  loadOpcuaInspectorFactory,
+  relayInspectorFactory,
   type InspectorFactories,
   type ProxyEvent,
 } from '../protocol-filters/index.ts';
 import { parseCounterName } from '../policies/compile.ts';
-import { DEFAULT_COMPILE_OPTIONS, type Management } from '../policies/types.ts';
+import { DEFAULT_COMPILE_OPTIONS, type Management, type ProxyPlan } from '../policies/types.ts';
 import { validatePolicyText } from '../policies/validate.ts';
 import { JsonLineFollower, parseUlogdLine, toBlockedEvent, ulogdConfig } from './ulogd.ts';
 import { notifySystemd, watchdogIntervalMs } from './sd-notify.ts';
@@ -158,8 +159,11 @@ export class Daemon {
     // The same factory objects on every apply: the supervisor keeps unchanged proxies (and their
     // connections) running only when entry and factory are both unchanged.
     modbus: modbusInspectorFactory,
-    opcua: opcuaInspectorFactory,
+    // Replaced by the OPC UA filter before the first plan with an opcua entry is applied (see
+    // plannedFactories); no entry ever runs with this placeholder.
+    opcua: relayInspectorFactory,
   };
+  private opcuaLoaded = false;
   private startedAt = Date.now();
 
   constructor(opts: DaemonOptions) {
@@ -197,7 +201,7 @@ export class Daemon {
         : { fallbackManagement: this.opts.fallbackManagement }),
       onPlanChange: async (plan) => {
         this.refreshIndex();
-        const r = await this.supervisor.applyPlan(plan, this.factories);
+        const r = await this.supervisor.applyPlan(plan, await this.plannedFactories(plan));
         this.log.info({ proxies: r }, 'proxies follow the new plan');
       },
     });
@@ -224,12 +228,21 @@ export class Daemon {
     if (wd !== undefined) this.watchdog = setInterval(() => void notifySystemd('WATCHDOG=1'), wd);
   }
 
+  /** The factories for a plan, loading the OPC UA filter the first time a plan has an opcua entry. */
+  private async plannedFactories(plan: ProxyPlan): Promise<InspectorFactories> {
+    if (!this.opcuaLoaded && plan.entries.some((e) => e.protocol === 'opcua')) {
+      this.factories.opcua = await loadOpcuaInspectorFactory();
+      this.opcuaLoaded = true;
+    }
+    return this.factories;
+  }
+
   /** SIGHUP: re-sync the proxies to the running plan and restart ulogd2 if it died. The ruleset is untouched. */
   async reload(): Promise<void> {
     this.log.info('reload (SIGHUP)');
     this.refreshIndex();
     const plan = this.engine.currentPlan();
-    if (plan !== undefined) await this.supervisor.applyPlan(plan, this.factories);
+    if (plan !== undefined) await this.supervisor.applyPlan(plan, await this.plannedFactories(plan));
     if (this.opts.ulogd && (this.ulogd === undefined || this.ulogd.exitCode !== null))
       await this.spawnUlogd();
   }

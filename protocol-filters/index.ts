@@ -1,3 +1,4 @@
+import type { InspectorFactory } from './core/inspector.ts';
 /**
  * Public surface of the protocol filters: the shared proxy core (one copy for every protocol) and the
  * inspectors that plug into it. The daemon imports from here only.
@@ -36,4 +37,12 @@ export {
   type SupervisorOptions,
 } from './core/supervisor.ts';
 export { modbusInspectorFactory } from './modbus/inspector.ts';
-export { opcuaInspectorFactory } from './opcua/inspector.ts';
+
+/**
+ * The OPC UA filter brings node-opcua's type decoders (tens of MB of heap); a gateway without OPC UA flows
+ * should not pay for them, so the daemon loads the factory the first time a plan needs it. The module cache
+ * returns the same factory object every time, which keeps unchanged proxies running across applies.
+ */
+export async function loadOpcuaInspectorFactory(): Promise<InspectorFactory> {
+  return (await import('./opcua/inspector.ts')).opcuaInspectorFactory;
+}

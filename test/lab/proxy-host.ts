@@ -21,7 +21,7 @@ import type { ProxyLimits } from '../../protocol-filters/core/proxy.ts';
 import { relayInspectorFactory } from '../../protocol-filters/core/relay.ts';
 import { ProxySupervisor } from '../../protocol-filters/core/supervisor.ts';
 import { modbusInspectorFactory } from '../../protocol-filters/modbus/inspector.ts';
-import { opcuaInspectorFactory } from '../../protocol-filters/opcua/inspector.ts';
+import { loadOpcuaInspectorFactory } from '../../protocol-filters/index.ts';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -58,7 +58,13 @@ const relayed = new ProxySupervisor(options);
 const results = await Promise.all([
   filtered.applyPlan(
     { version: 1, entries: plan.entries.filter((e) => !relayFlows.has(e.flow)) },
-    { modbus: modbusInspectorFactory, opcua: opcuaInspectorFactory },
+    {
+      modbus: modbusInspectorFactory,
+      // Like the daemon: the OPC UA filter (and node-opcua's decoders) only when the plan has opcua entries.
+      opcua: plan.entries.some((e) => e.protocol === 'opcua')
+        ? await loadOpcuaInspectorFactory()
+        : relayInspectorFactory,
+    },
   ),
   relayed.applyPlan(
     { version: 1, entries: plan.entries.filter((e) => relayFlows.has(e.flow)) },
