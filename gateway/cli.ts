@@ -710,9 +710,10 @@ const ui: Handler = async (args, io) => {
     opts.tls = { cert: await readPem(cert, 'certificate'), key: await readPem(key, 'key') };
   }
   if (values['public-origin'] !== undefined) opts.publicOrigins = values['public-origin'];
-  // Below the daemon in CPU priority: a flood of browsers must not starve the protocol filters.
+  // Lowest CPU priority: the filters come first on a gateway (availability), so a flood of browsers may
+  // slow the UI but must not starve the protocol filters.
   try {
-    setPriority(0, 10);
+    setPriority(0, 19);
   } catch {
     // not permitted (e.g. already niced further): run as is
   }

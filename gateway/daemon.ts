@@ -54,6 +54,9 @@ export interface DaemonOptions {
   uiListen?: string;
 }
 
+/** How stale the flow counters in `status` may be (they are read from nft). */
+const COUNTER_TTL_MS = 2000;
+
 export const SOCKET_NAME = 'sluice.sock';
 export const LOG_DB_NAME = 'blocked.sqlite';
 export const ULOGD_JSON_NAME = 'ulogd.json';
@@ -164,6 +167,11 @@ export class Daemon {
     opcua: relayInspectorFactory,
   };
   private opcuaLoaded = false;
+  private countersCache:
+    | { at: number; value: { counters: Record<string, { packets: number; bytes: number }>; error?: string } }
+    | undefined;
+  private countersInFlight:
+    Promise<{ counters: Record<string, { packets: number; bytes: number }>; error?: string }> | undefined;
   private startedAt = Date.now();
 
   constructor(opts: DaemonOptions) {
@@ -331,17 +339,37 @@ export class Daemon {
     });
   }
 
+  /**
+   * nft counters, at most one `nft` run every COUNTER_TTL_MS however often status is asked for: spawning
+   * nft forks this process, and the same event loop moves the filters' bytes, so a busy dashboard must not
+   * turn into a stream of forks.
+   */
+  private async readCounters(): Promise<{
+    counters: Record<string, { packets: number; bytes: number }>;
+    error?: string;
+  }> {
+    const now = Date.now();
+    if (this.countersCache !== undefined && now - this.countersCache.at < COUNTER_TTL_MS)
+      return this.countersCache.value;
+    this.countersInFlight ??= this.nft
+      .counters()
+      .then(
+        (counters) => ({ counters }),
+        (err: unknown) => ({ counters: {}, error: err instanceof Error ? err.message : String(err) }),
+      )
+      .then((value) => {
+        this.countersCache = { at: Date.now(), value };
+        this.countersInFlight = undefined;
+        return value;
+      });
+    return await this.countersInFlight;
+  }
+
   private async status(): Promise<unknown> {
     const engine = this.engine.status();
     const version =
       engine.runningVersionId === null ? undefined : this.state.getVersion(engine.runningVersionId);
-    let counters: Record<string, { packets: number; bytes: number }> = {};
-    let countersError: string | undefined;
-    try {
-      counters = await this.nft.counters();
-    } catch (err) {
-      countersError = err instanceof Error ? err.message : String(err);
-    }
+    const { counters, error: countersError } = await this.readCounters();
     const flows: { conduit: string; flow: string; packets: number; bytes: number }[] = [];
     const conduitDrops: Record<string, number> = {};
     const reasons: Record<string, number> = {};

@@ -10,7 +10,10 @@ import { mkdir } from 'node:fs/promises';
 import { buildApp, type DaemonCall } from './app.ts';
 import { ensureSelfSignedCert } from './tls.ts';
 import { controlCall } from '../gateway/control.ts';
-import { socketPath } from '../gateway/daemon.ts';
+import { LOG_DB_NAME, socketPath } from '../gateway/daemon.ts';
+import { LogStore, type LogQuery, type LogQueryResult } from '../gateway/logstore.ts';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { UsageError } from '../policies/errors.ts';
 
 export interface StartUiOptions {
@@ -77,6 +80,30 @@ export function originsFor(scheme: string, host: string, port: number): string[]
   return [...hosts].map((h) => `${scheme}://${h.includes(':') ? `[${h}]` : h}:${port}`.toLowerCase());
 }
 
+/** A read-only handle on the daemon's blocked-traffic store, opened on first use. */
+class LocalLogReader {
+  readonly #path: string;
+  #store: LogStore | undefined;
+  constructor(path: string) {
+    this.#path = path;
+  }
+  available(): boolean {
+    return this.#store !== undefined || existsSync(this.#path);
+  }
+  query(params: Record<string, unknown>): LogQueryResult {
+    this.#store ??= LogStore.open(this.#path, {
+      maxBytes: Number.MAX_SAFE_INTEGER,
+      maxAgeMs: Number.MAX_SAFE_INTEGER,
+      readOnly: true,
+    });
+    return this.#store.query(params as LogQuery);
+  }
+  close(): void {
+    this.#store?.close();
+    this.#store = undefined;
+  }
+}
+
 export async function startUi(opts: StartUiOptions): Promise<RunningUi> {
   const { host, port } = parseListen(opts.listen);
   const logger = opts.logger ?? pino({ name: 'sluice-ui' });
@@ -93,8 +120,16 @@ export async function startUi(opts: StartUiOptions): Promise<RunningUi> {
     https = tlsMode;
   }
   const sock = socketPath(opts.stateDir);
+  const logs = new LocalLogReader(join(opts.stateDir, LOG_DB_NAME));
   const daemon: DaemonCall =
-    opts.daemon ?? ((method, params) => controlCall(sock, method, params, { timeoutMs: 30_000 }));
+    opts.daemon ??
+    ((method, params) =>
+      // Log queries run here, in the UI process (niced, its own unit), straight from the SQLite file (WAL
+      // allows readers beside the daemon's writer): a flood of browsers then costs the UI's CPU, never the
+      // daemon's event loop, which is also the one moving the protocol filters' bytes.
+      method === 'logs.query' && logs.available()
+        ? Promise.resolve(logs.query(params))
+        : controlCall(sock, method, params, { timeoutMs: 30_000 }));
   const { app, users, origins } = await buildApp({
     stateDir: opts.stateDir,
     daemon,
@@ -114,7 +149,13 @@ export async function startUi(opts: StartUiOptions): Promise<RunningUi> {
   for (const o of opts.publicOrigins ?? []) origins.add(o.replace(/\/+$/, '').toLowerCase());
   const fingerprint = https === undefined ? undefined : certFingerprint(https.cert);
   logger.info({ url, ...(fingerprint === undefined ? {} : { certSha256: fingerprint }) }, 'web UI listening');
-  const result: RunningUi = { url, close: () => app.close() };
+  const result: RunningUi = {
+    url,
+    close: async () => {
+      await app.close();
+      logs.close();
+    },
+  };
   if (fingerprint !== undefined) result.fingerprint = fingerprint;
   const token = await users.issueSetupToken();
   if (token !== undefined) {
