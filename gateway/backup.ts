@@ -17,7 +17,7 @@
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { chown, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { chown, mkdir, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import { hostname } from 'node:os';
 import path from 'node:path';
@@ -25,7 +25,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
 import { SluiceError } from '../policies/errors.ts';
-import { StateStore } from './state.ts';
+import { StateStore, fsyncDir, writeFileAtomic } from './state.ts';
 
 const gzip = promisify(gzipCb);
 const gunzip = promisify(gunzipCb);
@@ -278,7 +278,7 @@ export async function createBackup(opts: BackupOptions): Promise<BackupResult> {
     Math.floor(Date.parse(manifest.created) / 1000),
   );
   const archive = await gzip(tar, { level: 6 });
-  await writeAtomic(path.resolve(opts.file), archive, 0o600);
+  await writeFileAtomic(path.resolve(opts.file), archive, 0o600);
   return { manifest, archiveSha256: sha256(archive), bytes: archive.length };
 }
 
@@ -442,7 +442,7 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
     for (const f of manifest.files) {
       const target = path.join(stage, ...f.path.split('/'));
       await mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
-      await writeAtomic(target, files.get(f.path) as Buffer, f.mode & 0o700);
+      await writeFileAtomic(target, files.get(f.path) as Buffer, f.mode & 0o700);
       // Restored by root for a daemon running as `sluice`: the files must belong to the state dir's owner.
       if (asRoot) await chown(target, owner.uid, owner.gid);
     }
@@ -476,34 +476,6 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
     restored: manifest.files.map((f) => f.path),
     ...(warning === undefined ? {} : { warning }),
   };
-}
-
-async function writeAtomic(file: string, data: Buffer, mode: number): Promise<void> {
-  const tmp = path.join(
-    path.dirname(file),
-    `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`,
-  );
-  const fh = await open(tmp, 'wx', mode);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-    await fh.close();
-    await rename(tmp, file);
-  } catch (err) {
-    await fh.close().catch(() => undefined);
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
-  await fsyncDir(path.dirname(file));
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const dh = await open(dir, 'r');
-  try {
-    await dh.sync();
-  } finally {
-    await dh.close();
-  }
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -169,11 +169,19 @@ function tempName(filename: string): string {
   return path.join(dir, `.${path.basename(filename)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
 }
 
-export async function writeFileAtomic(filename: string, text: string): Promise<void> {
+/**
+ * Writes a file so that a crash or power loss leaves either the old or the new content, never a mix: temp
+ * file in the same directory, fsync, rename, fsync of the directory. Used for all state and restored files.
+ */
+export async function writeFileAtomic(
+  filename: string,
+  data: string | Buffer,
+  mode: number = FILE_MODE,
+): Promise<void> {
   const tmp = tempName(filename);
-  const fh = await open(tmp, 'wx', FILE_MODE);
+  const fh = await open(tmp, 'wx', mode);
   try {
-    await fh.writeFile(text, 'utf8');
+    await fh.writeFile(data);
     await fh.sync();
   } catch (err) {
     await fh.close().catch(() => undefined);
@@ -190,7 +198,8 @@ export async function writeFileAtomic(filename: string, text: string): Promise<v
   await fsyncDir(path.dirname(filename));
 }
 
-async function fsyncDir(dir: string): Promise<void> {
+/** fsync of a directory, so a rename in it survives power loss. */
+export async function fsyncDir(dir: string): Promise<void> {
   const dh = await open(dir, 'r');
   try {
     await dh.sync();
