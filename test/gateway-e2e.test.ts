@@ -10,21 +10,14 @@ import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { labUp, labDown, type Lab } from './lab/topology.ts';
-import {
-  nsSpawn,
-  startTcpEcho,
-  tcpProbe,
-  waitForTcpListen,
-  type NsServer,
-  type Spawned,
-} from './lab/netns.ts';
+import { labDown, type Lab } from './lab/topology.ts';
+import { nsSpawn, startTcpEcho, tcpProbe, waitForTcpListen, type NsServer } from './lab/netns.ts';
+import { gatewayLab, pollLogs, sluice as sluiceIn, startGateway, type Gateway } from './lab/gateway.ts';
 
 const PREFIX = 'slcG';
 const isRoot = process.getuid?.() === 0;
 if (!isRoot && process.env['CI'] !== 'true')
   console.warn('gateway-e2e: skipped, needs root for network namespaces');
-const CLI = join(import.meta.dirname, '../gateway/cli.ts');
 
 const policy = (extra = '') => `version: 1
 gateway:
@@ -48,43 +41,17 @@ ${extra}`;
 
 let lab: Lab;
 let stateDir: string;
-let daemon: Spawned | undefined;
+let daemon: Gateway | undefined;
 const servers: NsServer[] = [];
 
-async function sluice(...args: string[]) {
-  return await execa(process.execPath, [CLI, ...args, '--state-dir', stateDir], { reject: false });
-}
+const sluice = (...args: string[]) => sluiceIn(stateDir, ...args);
 
 async function startDaemon(): Promise<void> {
-  daemon = nsSpawn(
-    lab.gw,
-    process.execPath,
-    [
-      CLI,
-      'run',
-      '--state-dir',
-      stateDir,
-      '--ulogd',
-      '--mgmt-interface',
-      'mgmt0',
-      '--mgmt-allow',
-      '10.81.99.0/24',
-    ],
-    { stdout: 'pipe', stderr: 'pipe' },
-  );
-  const until = Date.now() + 20_000;
-  for (;;) {
-    const r = await sluice('status', '--json');
-    if (r.exitCode === 0) return;
-    if (Date.now() > until) throw new Error(`daemon did not come up: ${r.stderr}`);
-    await new Promise((res) => setTimeout(res, 200));
-  }
+  daemon = await startGateway(lab, stateDir, { ulogd: true, management: true, output: 'pipe' });
 }
 
 async function stopDaemon(): Promise<void> {
-  if (daemon === undefined) return;
-  daemon.kill('SIGTERM');
-  await daemon;
+  await daemon?.stop();
   daemon = undefined;
 }
 
@@ -107,47 +74,17 @@ async function managementReachable(): Promise<boolean> {
 }
 
 async function waitForLog(filter: string[], match: (e: Record<string, unknown>) => boolean, ms: number) {
-  const until = Date.now() + ms;
-  for (;;) {
-    const r = await sluice('logs', '--json', '--since', '5m', ...filter);
-    const events = r.stdout
-      .split('\n')
-      .filter((l) => l !== '')
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
-    const hit = events.find(match);
-    if (hit !== undefined) return hit;
-    if (Date.now() > until) return undefined;
-    await new Promise((res) => setTimeout(res, 100));
-  }
+  return (await pollLogs(stateDir, ['--since', '5m', ...filter], match, { timeoutMs: ms }))[0];
 }
 
 describe.skipIf(!isRoot && process.env['CI'] !== 'true')('gateway daemon in the lab', () => {
   beforeAll(async () => {
     stateDir = await mkdtemp(join(tmpdir(), 'sluice-e2e-'));
-    lab = await labUp({
-      prefix: PREFIX,
-      zones: [
-        {
-          name: 'hmi',
-          iface: 'eth1',
-          subnet: '10.81.1.0/24',
-          hosts: [{ name: 'hmi', address: '10.81.1.10' }],
-        },
-        {
-          name: 'plant',
-          iface: 'eth2',
-          subnet: '10.81.2.0/24',
-          hosts: [{ name: 'plc', address: '10.81.2.20' }],
-        },
-        {
-          name: 'office',
-          iface: 'eth3',
-          subnet: '10.81.3.0/24',
-          hosts: [{ name: 'pc', address: '10.81.3.10' }],
-        },
-      ],
-      management: { iface: 'mgmt0', subnet: '10.81.99.0/24', hostAddress: '10.81.99.10' },
-    });
+    lab = await gatewayLab(PREFIX, [
+      { zone: 'hmi', host: 'hmi', address: '10.81.1.10' },
+      { zone: 'plant', host: 'plc', address: '10.81.2.20' },
+      { zone: 'office', host: 'pc', address: '10.81.3.10' },
+    ]);
     const plc = lab.hostNs('plant', 'plc');
     servers.push(
       await startTcpEcho(plc, 8080),

@@ -14,11 +14,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { follow, type Follower, type Line } from './lab/follow.ts';
+import { gatewayLab, pollLogs, ROOT, sluice as sluiceIn, startGateway } from './lab/gateway.ts';
 import { waitForTcpListen } from './lab/netns.ts';
-import { labUp, type Lab } from './lab/topology.ts';
+import type { Lab } from './lab/topology.ts';
 
 const isRoot = process.getuid?.() === 0;
 const inCi = process.env.CI === 'true';
@@ -29,8 +29,6 @@ const suite = isRoot || inCi ? describe : describe.skip;
 const PREFIX = 'slcM';
 const HMI = '10.232.1.10';
 const PLC = '10.232.2.20';
-const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-const CLI = path.join(ROOT, 'gateway/cli.ts');
 const CONDUIT = 'hmi-to-control';
 
 function policy(mode: 'enforce' | 'monitor'): string {
@@ -148,9 +146,7 @@ suite('Modbus filter end to end in a lab', () => {
   let since = 0;
   const hmiNs = (): string => lab.hostNs('hmi', 'hmi');
 
-  async function sluice(...args: string[]) {
-    return await execa(process.execPath, [CLI, ...args, '--state-dir', stateDir], { reject: false });
-  }
+  const sluice = (...args: string[]) => sluiceIn(stateDir, ...args);
 
   /** `sluice apply` of the policy in `mode`; returns once the flow's proxy listens. */
   async function applyPolicy(mode: 'enforce' | 'monitor'): Promise<void> {
@@ -169,18 +165,13 @@ suite('Modbus filter end to end in a lab', () => {
    * at least `atLeast` are there (or 3 s passed).
    */
   async function proxyEvents(atLeast = 0): Promise<Line[]> {
-    const until = Date.now() + 3000;
-    for (;;) {
-      const r = await sluice('logs', '--json', '--since', '10m', '--conduit', CONDUIT, '--limit', '1000');
-      const hits = r.stdout
-        .split('\n')
-        .filter((l) => l !== '')
-        .map((l) => JSON.parse(l) as Line)
-        .filter((e) => e.source === 'modbus' && Number(e.time) >= since)
-        .sort((x, y) => Number(x.time) - Number(y.time) || Number(x.id) - Number(y.id));
-      if (hits.length >= atLeast || Date.now() > until) return hits;
-      await sleep(100);
-    }
+    const hits = await pollLogs(
+      stateDir,
+      ['--since', '10m', '--conduit', CONDUIT, '--limit', '1000'],
+      (e) => e.source === 'modbus' && Number(e.time) >= since,
+      { atLeast, timeoutMs: 3000 },
+    );
+    return hits.sort((x, y) => Number(x.time) - Number(y.time) || Number(x.id) - Number(y.id));
   }
 
   async function mbClient(ops: object[]): Promise<OpResult[]> {
@@ -209,31 +200,12 @@ suite('Modbus filter end to end in a lab', () => {
   beforeAll(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'sluice-modbus-e2e-'));
     stateDir = path.join(dir, 'state');
-    lab = await labUp({
-      prefix: PREFIX,
-      zones: [
-        { name: 'hmi', iface: 'eth1', subnet: '10.232.1.0/24', hosts: [{ name: 'hmi', address: HMI }] },
-        { name: 'control', iface: 'eth2', subnet: '10.232.2.0/24', hosts: [{ name: 'plc', address: PLC }] },
-      ],
-      management: { iface: 'mgmt0', subnet: '10.232.99.0/24', hostAddress: '10.232.99.10' },
-    });
-    // The daemon boots fail-closed; it runs the proxies of whatever policy `sluice apply` hands it.
-    lab.spawn(
-      lab.gw,
-      process.execPath,
-      [
-        CLI,
-        'run',
-        '--state-dir',
-        stateDir,
-        '--ulogd',
-        '--mgmt-interface',
-        'mgmt0',
-        '--mgmt-allow',
-        '10.232.99.0/24',
-      ],
-      { cwd: ROOT, stdout: 'ignore', stderr: 'ignore' },
-    );
+    lab = await gatewayLab(PREFIX, [
+      { zone: 'hmi', host: 'hmi', address: HMI },
+      { zone: 'control', host: 'plc', address: PLC },
+    ]);
+    // The PLC boots while the daemon does. The daemon boots fail-closed; it runs the proxies of whatever
+    // policy `sluice apply` hands it.
     const plcNs = lab.hostNs('control', 'plc');
     const plcChild = lab.spawn(
       plcNs,
@@ -244,11 +216,7 @@ suite('Modbus filter end to end in a lab', () => {
       },
     );
     plc = follow(plcChild);
-    const until = Date.now() + 20_000;
-    while ((await sluice('status', '--json')).exitCode !== 0) {
-      if (Date.now() > until) throw new Error('daemon did not come up');
-      await sleep(200);
-    }
+    await startGateway(lab, stateDir, { ulogd: true, management: true });
     await plc.waitFor((l) => l.op === 'listening');
     await applyPolicy('enforce');
   }, 60_000);

@@ -13,11 +13,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OpcuaSessionResult, OpcuaSessionScript, OpcuaStep } from './lab/opcua-client.ts';
+import { gatewayLab, pollLogs, ROOT, sluice as sluiceIn, startGateway } from './lab/gateway.ts';
 import { waitForTcpListen } from './lab/netns.ts';
-import { labUp, type Lab } from './lab/topology.ts';
+import type { Lab } from './lab/topology.ts';
 import { follow, type Line } from './lab/follow.ts';
 
 const isRoot = process.getuid?.() === 0;
@@ -30,8 +30,6 @@ const PREFIX = 'slcO';
 const HMI = '10.236.1.10';
 const PLC = '10.236.2.20';
 const ENDPOINT = `opc.tcp://${PLC}:4840`;
-const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-const CLI = path.join(ROOT, 'gateway/cli.ts');
 const CONDUIT = 'hmi-to-control';
 
 const SETPOINT = 'ns=2;s=Line1.Setpoint';
@@ -115,9 +113,7 @@ suite('OPC UA filter end to end through the gateway daemon', () => {
   let server: ReturnType<typeof follow>;
   let applied = 0;
 
-  async function sluice(...args: string[]) {
-    return await execa(process.execPath, [CLI, ...args, '--state-dir', stateDir], { reject: false });
-  }
+  const sluice = (...args: string[]) => sluiceIn(stateDir, ...args);
 
   async function apply(f: OpcuaFlow): Promise<void> {
     const file = path.join(dir, `policy-${++applied}.yaml`);
@@ -150,17 +146,12 @@ suite('OPC UA filter end to end through the gateway daemon', () => {
 
   /** Blocked-traffic events of the conduit since `since` (ms), as `sluice logs --json` prints them. */
   async function logs(since: number, pred: (e: Line) => boolean, atLeast = 1): Promise<Line[]> {
-    const until = Date.now() + 3000;
-    for (;;) {
-      const r = await sluice('logs', '--json', '--since', '10m', '--conduit', CONDUIT, '--limit', '1000');
-      const hits = r.stdout
-        .split('\n')
-        .filter((l) => l !== '')
-        .map((l) => JSON.parse(l) as Line)
-        .filter((e) => Number(e.time) >= since && pred(e));
-      if (hits.length >= atLeast || Date.now() > until) return hits;
-      await sleep(100);
-    }
+    return await pollLogs(
+      stateDir,
+      ['--since', '10m', '--conduit', CONDUIT, '--limit', '1000'],
+      (e) => Number(e.time) >= since && pred(e),
+      { atLeast, timeoutMs: 3000 },
+    );
   }
 
   const executed = (since: number): Line[] =>
@@ -169,14 +160,10 @@ suite('OPC UA filter end to end through the gateway daemon', () => {
   beforeAll(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'sluice-opcua-e2e-'));
     stateDir = path.join(dir, 'state');
-    lab = await labUp({
-      prefix: PREFIX,
-      zones: [
-        { name: 'hmi', iface: 'eth1', subnet: '10.236.1.0/24', hosts: [{ name: 'hmi', address: HMI }] },
-        { name: 'control', iface: 'eth2', subnet: '10.236.2.0/24', hosts: [{ name: 'plc', address: PLC }] },
-      ],
-      management: { iface: 'mgmt0', subnet: '10.236.99.0/24', hostAddress: '10.236.99.10' },
-    });
+    lab = await gatewayLab(PREFIX, [
+      { zone: 'hmi', host: 'hmi', address: HMI },
+      { zone: 'control', host: 'plc', address: PLC },
+    ]);
     // Server and daemon start side by side: both are slow to boot.
     const srv = lab.spawn(
       lab.hostNs('control', 'plc'),
@@ -185,21 +172,7 @@ suite('OPC UA filter end to end through the gateway daemon', () => {
       { cwd: ROOT },
     );
     server = follow(srv);
-    lab.spawn(
-      lab.gw,
-      process.execPath,
-      [CLI, 'run', '--state-dir', stateDir, '--mgmt-interface', 'mgmt0', '--mgmt-allow', '10.236.99.0/24'],
-      {
-        cwd: ROOT,
-        stdout: 'ignore',
-        stderr: 'ignore',
-      },
-    );
-    const until = Date.now() + 20_000;
-    while ((await sluice('status', '--json')).exitCode !== 0) {
-      if (Date.now() > until) throw new Error('daemon did not come up');
-      await sleep(200);
-    }
+    await startGateway(lab, stateDir, { management: true });
     await server.waitFor((l) => l.op === 'listening', 30_000);
     await apply(OPEN);
   }, 60_000);

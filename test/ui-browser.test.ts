@@ -14,8 +14,9 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import pino from 'pino';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { labUp, labDown, type Lab } from './lab/topology.ts';
-import { nsSpawn, startTcpEcho, tcpProbe, type NsServer, type Spawned } from './lab/netns.ts';
+import { labDown, type Lab } from './lab/topology.ts';
+import { startTcpEcho, tcpProbe, type NsServer } from './lab/netns.ts';
+import { CLI, gatewayLab, startGateway, type Gateway } from './lab/gateway.ts';
 import { controlCall } from '../gateway/control.ts';
 import { socketPath } from '../gateway/daemon.ts';
 import { startUi, type RunningUi } from '../web-ui/server.ts';
@@ -28,7 +29,6 @@ if (!canRun && process.env['CI'] !== 'true')
   console.warn(
     'ui-browser: skipped, needs root (network namespaces) and /usr/bin/chromium (apt-get install chromium)',
   );
-const CLI = join(import.meta.dirname, '../gateway/cli.ts');
 const SHOTS = join(import.meta.dirname, '../test-output/screenshots');
 const PASSWORD = 'plant admin passphrase';
 
@@ -54,7 +54,7 @@ conduits:
 
 let lab: Lab;
 let stateDir: string;
-let daemon: Spawned | undefined;
+let daemon: Gateway | undefined;
 let ui: RunningUi | undefined;
 let browser: Browser | undefined;
 let page: Page;
@@ -75,45 +75,13 @@ describe.skipIf(!canRun && process.env['CI'] !== 'true')('web UI in Chromium aga
   beforeAll(async () => {
     await mkdir(SHOTS, { recursive: true });
     stateDir = await mkdtemp(join(tmpdir(), 'sluice-ui-e2e-'));
-    lab = await labUp({
-      prefix: PREFIX,
-      zones: [
-        {
-          name: 'hmi',
-          iface: 'eth1',
-          subnet: '10.86.1.0/24',
-          hosts: [{ name: 'hmi', address: '10.86.1.10' }],
-        },
-        {
-          name: 'plant',
-          iface: 'eth2',
-          subnet: '10.86.2.0/24',
-          hosts: [{ name: 'plc', address: '10.86.2.20' }],
-        },
-        {
-          name: 'office',
-          iface: 'eth3',
-          subnet: '10.86.3.0/24',
-          hosts: [{ name: 'pc', address: '10.86.3.10' }],
-        },
-      ],
-      management: { iface: 'mgmt0', subnet: '10.86.99.0/24', hostAddress: '10.86.99.10' },
-    });
+    lab = await gatewayLab(PREFIX, [
+      { zone: 'hmi', host: 'hmi', address: '10.86.1.10' },
+      { zone: 'plant', host: 'plc', address: '10.86.2.20' },
+      { zone: 'office', host: 'pc', address: '10.86.3.10' },
+    ]);
     servers.push(await startTcpEcho(lab.hostNs('plant', 'plc'), 8080));
-    daemon = nsSpawn(lab.gw, process.execPath, [CLI, 'run', '--state-dir', stateDir, '--ulogd'], {
-      stdout: 'ignore',
-      stderr: 'ignore',
-    });
-    const until = Date.now() + 20_000;
-    for (;;) {
-      try {
-        await call('status');
-        break;
-      } catch (err) {
-        if (Date.now() > until) throw err;
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    }
+    daemon = await startGateway(lab, stateDir, { ulogd: true });
     await call('apply', { text: POLICY, who: 'test', comment: 'initial' });
     ui = await startUi({
       stateDir,
@@ -141,10 +109,7 @@ describe.skipIf(!canRun && process.env['CI'] !== 'true')('web UI in Chromium aga
   afterAll(async () => {
     await browser?.close();
     await ui?.close();
-    if (daemon !== undefined) {
-      daemon.kill('SIGTERM');
-      await daemon.catch(() => undefined);
-    }
+    await daemon?.stop();
     for (const s of servers) await s.stop();
     await labDown(PREFIX);
     await rm(stateDir, { recursive: true, force: true });
