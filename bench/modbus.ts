@@ -16,47 +16,48 @@
  * Every loop is bounded (time and request count); the lab is removed at the end, also on failure.
  * The same file is the load generator: `--master` and `--hold` modes run inside the client namespace.
  */
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { Nft } from '../gateway/nft.ts';
-import { compilePolicy } from '../policies/compile.ts';
-import type { CompileResult } from '../policies/types.ts';
-import { validatePolicyText } from '../policies/validate.ts';
-import type { Spawned } from '../test/lab/netns.ts';
 import { labUp, type Lab } from '../test/lab/topology.ts';
+import {
+  aggregate,
+  compileBenchPolicy,
+  heldRss,
+  hmiControlPolicy,
+  hmiControlZones,
+  isMain,
+  met,
+  percentile,
+  PATH_ORDER,
+  ROOT,
+  roundLine,
+  runMaster,
+  runRounds,
+  rssAfterLine,
+  tableRow,
+  waitLine,
+  withLab,
+  type MasterResult,
+  type PathName,
+  type RunSummary,
+} from './common.ts';
 
-const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+export type { MasterResult } from './common.ts';
+
 const SELF = path.join(ROOT, 'bench/modbus.ts');
 
 // ---------------------------------------------------------------------------------------------------------
 // Load generator (runs inside the client namespace)
 
-export interface MasterResult {
-  masters: number;
-  intervalMs: number;
-  requests: number;
-  seconds: number;
-  rps: number;
-  p50Ms: number;
-  p99Ms: number;
-  errors: number;
-}
-
 /** Read Holding Registers, unit 1, address 0, quantity 10; the transaction id is patched per request. */
 function readRequest(): Buffer {
   return Buffer.from([0, 0, 0, 0, 0, 6, 1, 3, 0, 0, 0, 10]);
-}
-
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i] ?? NaN;
 }
 
 /**
@@ -198,29 +199,19 @@ const PREFIX = 'slcMb';
 const CLIENT = '10.233.1.10';
 const SERVER = '10.233.2.20';
 /** The filtered flow (Modbus filter), a relayed flow (same proxy, no inspection) and a plain tcp flow. */
-const PORTS = { filter: 502, relay: 503, plain: 5020 } as const;
-type PathName = keyof typeof PORTS;
+const PORTS = { filter: 502, relay: 503, plain: 5020 } as const satisfies Record<PathName, number>;
 /** Paced scenario: each master polls once per this interval (a fast PLC poll cycle). */
 const PACED_INTERVAL_MS = 10;
 
-const POLICY = `version: 1
-gateway:
-  name: modbus-bench
-  management:
-    interface: mgmt0
-    allowFrom: [10.233.99.0/24]
-zones:
-  hmi: { securityLevel: 2, interfaces: [eth1], networks: [10.233.1.0/24] }
-  control: { securityLevel: 2, interfaces: [eth2], networks: [10.233.2.0/24] }
-assets:
-  master: { zone: hmi, addresses: [${CLIENT}] }
-  plc: { zone: control, addresses: [${SERVER}] }
-conduits:
-  hmi-to-control:
-    from: hmi
-    to: control
-    flows:
-      - name: poll
+const MASTER = { name: 'master', address: CLIENT };
+const PLC = { name: 'plc', address: SERVER };
+
+const POLICY = hmiControlPolicy(
+  'modbus-bench',
+  '10.233',
+  MASTER,
+  PLC,
+  `      - name: poll
         protocol: modbus
         from: [master]
         to: [plc]
@@ -243,51 +234,8 @@ conduits:
         from: [master]
         to: [plc]
         port: ${PORTS.plain}
-`;
-
-function compile(): CompileResult {
-  const v = validatePolicyText(POLICY, 'bench-modbus.yaml');
-  if (!v.ok || v.policy === undefined) throw new Error(`bench policy invalid: ${JSON.stringify(v.errors)}`);
-  return compilePolicy(v.policy);
-}
-
-type Line = Record<string, unknown>;
-
-/** Resolves with the first JSON stdout line of `child` that satisfies `pred`. */
-function waitLine(child: Spawned, pred: (l: Line) => boolean, ms: number): Promise<Line> {
-  return new Promise((resolve, reject) => {
-    let rest = '';
-    const timer = setTimeout(() => reject(new Error(`no expected output within ${ms} ms`)), ms);
-    const onData = (d: Buffer): void => {
-      rest += d.toString();
-      let nl: number;
-      while ((nl = rest.indexOf('\n')) >= 0) {
-        const text = rest.slice(0, nl);
-        rest = rest.slice(nl + 1);
-        let l: Line;
-        try {
-          l = JSON.parse(text) as Line;
-        } catch {
-          continue;
-        }
-        if (pred(l)) {
-          clearTimeout(timer);
-          child.stdout?.off('data', onData);
-          resolve(l);
-          return;
-        }
-      }
-    };
-    child.stdout?.on('data', onData);
-  });
-}
-
-async function procStatusMb(pid: number, field: 'VmRSS' | 'VmHWM'): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
-  if (m?.[1] === undefined) throw new Error(`no ${field} for pid ${pid}`);
-  return Number(m[1]) / 1024;
-}
+`,
+);
 
 async function mtime(file: string): Promise<number> {
   try {
@@ -336,52 +284,15 @@ interface Options {
   maxRequests: number;
 }
 
-async function master(
-  lab: Lab,
-  port: number,
-  masters: number,
-  o: Options,
-  intervalMs = 0,
-): Promise<MasterResult> {
-  const args = [
-    SELF,
-    '--master',
-    '--host',
-    SERVER,
-    '--port',
-    String(port),
-    '--masters',
-    String(masters),
-    '--seconds',
-    String(o.seconds),
-    '--max-requests',
-    String(o.maxRequests),
-    '--interval-ms',
-    String(intervalMs),
-  ];
-  const r = await lab.exec(lab.hostNs('hmi', 'master'), process.execPath, args, {
-    cwd: ROOT,
-    timeout: (o.seconds + 30) * 1000,
+function master(lab: Lab, port: number, masters: number, o: Options, intervalMs = 0): Promise<MasterResult> {
+  return runMaster(lab, lab.hostNs('hmi', 'master'), {
+    host: SERVER,
+    port,
+    masters,
+    seconds: o.seconds,
+    maxRequests: o.maxRequests,
+    intervalMs,
   });
-  return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as MasterResult;
-}
-
-interface Aggregate {
-  rps: number;
-  p50Ms: number;
-  p99Ms: number;
-  errors: number;
-}
-
-/** Mean over rounds (each round's percentiles are over its own samples). */
-function aggregate(rs: MasterResult[]): Aggregate {
-  const mean = (f: (r: MasterResult) => number): number => rs.reduce((s, r) => s + f(r), 0) / rs.length;
-  return {
-    rps: mean((r) => r.rps),
-    p50Ms: mean((r) => r.p50Ms),
-    p99Ms: mean((r) => r.p99Ms),
-    errors: rs.reduce((s, r) => s + r.errors, 0),
-  };
 }
 
 interface Scenario {
@@ -401,21 +312,14 @@ async function orchestrate(o: Options): Promise<number> {
     console.error('bench/modbus.ts needs root (network namespaces and nft)');
     return 1;
   }
-  const { ruleset, plan } = compile();
+  const { ruleset, plan } = await compileBenchPolicy(POLICY, 'bench-modbus.yaml');
   const dir = await mkdtemp(path.join(tmpdir(), 'sluice-bench-modbus-'));
   const host = await filterHost(dir);
   const lab = await labUp({
     prefix: PREFIX,
-    zones: [
-      { name: 'hmi', iface: 'eth1', subnet: '10.233.1.0/24', hosts: [{ name: 'master', address: CLIENT }] },
-      { name: 'control', iface: 'eth2', subnet: '10.233.2.0/24', hosts: [{ name: 'plc', address: SERVER }] },
-    ],
+    zones: hmiControlZones('10.233', MASTER, PLC),
   });
-  const stop = (): void => {
-    void lab.down().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', stop);
-  try {
+  return withLab(lab, dir, async () => {
     await new Nft({ netns: lab.gw }).load(ruleset);
     const echo = lab.spawn(
       lab.hostNs('control', 'plc'),
@@ -441,20 +345,14 @@ async function orchestrate(o: Options): Promise<number> {
     const pid = proxy.pid;
     if (pid === undefined) throw new Error('filter process has no pid');
 
-    // Memory first, on the fresh process: what 1,000 connections cost, not what a throughput run left.
-    const rssIdle = await procStatusMb(pid, 'VmRSS');
-    const holder = lab.spawn(
+    const { rssIdle, rssHeld, held } = await heldRss(
+      lab,
+      pid,
       lab.hostNs('hmi', 'master'),
-      process.execPath,
       [SELF, '--hold', '--host', SERVER, '--port', String(PORTS.filter), '--masters', String(o.connections)],
-      { cwd: ROOT },
+      120_000,
+      500,
     );
-    const held = await waitLine(holder, (l) => 'held' in l, 120_000);
-    await sleep(500);
-    const rssHeld = await procStatusMb(pid, 'VmRSS');
-    holder.kill('SIGKILL');
-    await holder;
-    await sleep(500);
 
     // Sanity: every path answers without errors.
     for (const port of Object.values(PORTS)) {
@@ -463,27 +361,16 @@ async function orchestrate(o: Options): Promise<number> {
         throw new Error(`sanity run on port ${port} failed: ${JSON.stringify(s)}`);
     }
 
-    const results = new Map<string, MasterResult[]>();
-    const order: PathName[] = ['plain', 'filter', 'relay'];
-    for (let round = 0; round < o.rounds; round++) {
-      for (const sc of SCENARIOS) {
-        // Rotate which path goes first, so drift on a shared machine does not favour one path.
-        const paths = order.map((_, i) => order[(i + round) % order.length] as PathName);
-        for (const p of paths) {
-          const r = await master(lab, PORTS[p], sc.masters, o, sc.intervalMs);
-          const key = `${sc.name}|${p}`;
-          results.set(key, [...(results.get(key) ?? []), r]);
-          console.error(
-            `round ${round + 1}  ${sc.name.padEnd(24)} ${p.padEnd(6)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50Ms.toFixed(3)} ms  p99 ${r.p99Ms.toFixed(3)} ms  errors ${r.errors}`,
-          );
-        }
-      }
-    }
-    const rssAfter = await procStatusMb(pid, 'VmRSS');
-    const hwm = await procStatusMb(pid, 'VmHWM');
+    const results = await runRounds(
+      o.rounds,
+      SCENARIOS,
+      (sc) => sc.name,
+      (sc, p) => master(lab, PORTS[p], sc.masters, o, sc.intervalMs),
+      (round, sc, p, r) => console.error(roundLine(round, sc.name.padEnd(24), p, 'req/s', r)),
+    );
+    const rssAfter = await rssAfterLine(pid);
 
-    const get = (sc: Scenario, p: PathName): Aggregate => aggregate(results.get(`${sc.name}|${p}`) ?? []);
-    const met = (b: boolean): string => (b ? 'met' : 'NOT met');
+    const get = (sc: Scenario, p: PathName): RunSummary => aggregate(results(sc, p));
     const lines = [
       '',
       `Modbus filter benchmark: ${o.rounds} rounds × ${o.seconds} s per scenario and path; Read Holding Registers ×10.`,
@@ -493,12 +380,7 @@ async function orchestrate(o: Options): Promise<number> {
       'scenario                  path        req/s     p50 ms     p99 ms  errors',
     ];
     for (const sc of SCENARIOS) {
-      for (const p of order) {
-        const a = get(sc, p);
-        lines.push(
-          `${sc.name.padEnd(25)} ${p.padEnd(6)} ${a.rps.toFixed(0).padStart(10)} ${a.p50Ms.toFixed(3).padStart(10)} ${a.p99Ms.toFixed(3).padStart(10)} ${String(a.errors).padStart(7)}`,
-        );
-      }
+      for (const p of PATH_ORDER) lines.push(tableRow(sc.name.padEnd(25), p, get(sc, p)));
     }
     lines.push('');
     const ratios: Record<string, { tput: number; p99: number }> = {};
@@ -518,21 +400,16 @@ async function orchestrate(o: Options): Promise<number> {
       `goal throughput ≥ 0.90× at 50 masters: closed loop ${met((c50?.tput ?? 0) >= 0.9)}, paced ${met((p50?.tput ?? 0) >= 0.9)}`,
       `goal p99 ≤ 1.3× at 50 masters: closed loop ${met((c50?.p99 ?? Infinity) <= 1.3)}, paced ${met((p50?.p99 ?? Infinity) <= 1.3)}`,
       `filter RSS: ${rssIdle.toFixed(1)} MB idle, ${rssHeld.toFixed(1)} MB with ${String(held.held)} open connections (${String(held.failed)} failed); goal ≤ 96 MB: ${met(rssHeld <= 96 && held.held === o.connections)}`,
-      `filter RSS after the throughput runs: ${rssAfter.toFixed(1)} MB (peak ${hwm.toFixed(1)} MB)`,
+      rssAfter,
     );
     console.log(lines.join('\n'));
     return 0;
-  } finally {
-    process.off('SIGINT', stop);
-    await lab.down();
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------
 
-const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) === SELF;
-if (isMain) {
+if (isMain(SELF)) {
   const { values } = parseArgs({
     options: {
       master: { type: 'boolean', default: false },

@@ -19,7 +19,7 @@
  * The same file is the load generator (`--reads`, `--hold-sessions`, run in the client namespace) and the
  * filter host (`--filter-host PLAN.json`, run in the gateway namespace).
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -36,36 +36,45 @@ import {
   CreateSessionResponse,
   OpenSecureChannelResponse,
 } from 'node-opcua-types';
-import type { CompileResult, ProxyPlan } from '../policies/types.ts';
+import type { ProxyPlan } from '../policies/types.ts';
 import { ProxySupervisor } from '../protocol-filters/core/supervisor.ts';
 import { relayInspectorFactory } from '../protocol-filters/core/relay.ts';
 import { encodeBody, hello, msgChunk, openRequest } from '../protocol-filters/opcua/frames.ts';
 import { opcuaInspectorFactory } from '../protocol-filters/opcua/inspector.ts';
-import type { Spawned } from '../test/lab/netns.ts';
 import type { Lab } from '../test/lab/topology.ts';
+import {
+  aggregate,
+  compileBenchPolicy,
+  execJson,
+  heldRss,
+  hmiControlPolicy,
+  hmiControlZones,
+  isMain,
+  met,
+  percentile,
+  PATH_ORDER,
+  ROOT,
+  roundLine,
+  runRounds,
+  rssAfterLine,
+  tableRow,
+  waitLine,
+  withLab,
+  type PathName,
+  type RunSummary,
+} from './common.ts';
 
-const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const SELF = path.join(ROOT, 'bench/opcua.ts');
 const NODE = 'ns=2;s=Line1.Setpoint';
 
 type Security = 'None' | 'SignAndEncrypt';
 
-export interface ReadResult {
+export interface ReadResult extends RunSummary {
   sessions: number;
   security: Security;
   requests: number;
   seconds: number;
-  rps: number;
-  p50Ms: number;
-  p99Ms: number;
-  errors: number;
   connectFailures: number;
-}
-
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i] ?? NaN;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -313,26 +322,17 @@ const PREFIX = 'slcOb';
 const CLIENT = '10.237.1.10';
 const SERVER = '10.237.2.20';
 /** The filtered flow, a relayed flow (same proxy, no inspection) and a plain tcp flow, one server each. */
-const PORTS = { filter: 4840, plain: 4841, relay: 4842 } as const;
-type PathName = keyof typeof PORTS;
+const PORTS = { filter: 4840, plain: 4841, relay: 4842 } as const satisfies Record<PathName, number>;
 
-// Both zones SL 2 (the lint forbids mode None into SL-T ≥ 3).
-const POLICY = `version: 1
-gateway:
-  name: opcua-bench
-  management: { interface: mgmt0, allowFrom: [10.237.99.0/24] }
-zones:
-  hmi: { securityLevel: 2, interfaces: [eth1], networks: [10.237.1.0/24] }
-  control: { securityLevel: 2, interfaces: [eth2], networks: [10.237.2.0/24] }
-assets:
-  hmi: { zone: hmi, addresses: [${CLIENT}] }
-  plc: { zone: control, addresses: [${SERVER}] }
-conduits:
-  hmi-to-control:
-    from: hmi
-    to: control
-    flows:
-      - name: ua
+const HMI = { name: 'hmi', address: CLIENT };
+const PLC = { name: 'plc', address: SERVER };
+
+const POLICY = hmiControlPolicy(
+  'opcua-bench',
+  '10.237',
+  HMI,
+  PLC,
+  `      - name: ua
         protocol: opcua
         from: [hmi]
         to: [plc]
@@ -357,54 +357,8 @@ conduits:
         from: [hmi]
         to: [plc]
         port: ${PORTS.plain}
-`;
-
-/** Orchestrator-only modules are loaded on demand, so the filter host's RSS is the filter's, not the bench's. */
-async function compile(): Promise<CompileResult> {
-  const { validatePolicyText } = await import('../policies/validate.ts');
-  const { compilePolicy } = await import('../policies/compile.ts');
-  const v = validatePolicyText(POLICY, 'bench-opcua.yaml');
-  if (!v.ok || v.policy === undefined) throw new Error(`bench policy invalid: ${JSON.stringify(v.errors)}`);
-  return compilePolicy(v.policy);
-}
-
-type Line = Record<string, unknown>;
-
-/** Resolves with the first JSON stdout line of `child` that satisfies `pred`. */
-function waitLine(child: Spawned, pred: (l: Line) => boolean, ms: number): Promise<Line> {
-  return new Promise((resolve, reject) => {
-    let rest = '';
-    const timer = setTimeout(() => reject(new Error(`no expected output within ${ms} ms`)), ms);
-    const onData = (d: Buffer): void => {
-      rest += d.toString();
-      let nl: number;
-      while ((nl = rest.indexOf('\n')) >= 0) {
-        const text = rest.slice(0, nl);
-        rest = rest.slice(nl + 1);
-        let l: Line;
-        try {
-          l = JSON.parse(text) as Line;
-        } catch {
-          continue;
-        }
-        if (pred(l)) {
-          clearTimeout(timer);
-          child.stdout?.off('data', onData);
-          resolve(l);
-          return;
-        }
-      }
-    };
-    child.stdout?.on('data', onData);
-  });
-}
-
-async function procStatusMb(pid: number, field: 'VmRSS' | 'VmHWM'): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
-  if (m?.[1] === undefined) throw new Error(`no ${field} for pid ${pid}`);
-  return Number(m[1]) / 1024;
-}
+`,
+);
 
 interface Options {
   seconds: number;
@@ -413,13 +367,7 @@ interface Options {
   hold: number;
 }
 
-async function reads(
-  lab: Lab,
-  dir: string,
-  p: PathName,
-  security: Security,
-  o: Options,
-): Promise<ReadResult> {
+function reads(lab: Lab, dir: string, p: PathName, security: Security, o: Options): Promise<ReadResult> {
   const args = [
     SELF,
     '--reads',
@@ -436,28 +384,7 @@ async function reads(
     '--pki',
     path.join(dir, 'client-pki'),
   ];
-  const r = await lab.exec(lab.hostNs('hmi', 'hmi'), process.execPath, args, {
-    cwd: ROOT,
-    timeout: (o.seconds + 60) * 1000,
-  });
-  return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as ReadResult;
-}
-
-interface Aggregate {
-  rps: number;
-  p50Ms: number;
-  p99Ms: number;
-  errors: number;
-}
-
-function aggregate(rs: ReadResult[]): Aggregate {
-  const mean = (f: (r: ReadResult) => number): number => rs.reduce((s, r) => s + f(r), 0) / rs.length;
-  return {
-    rps: mean((r) => r.rps),
-    p50Ms: mean((r) => r.p50Ms),
-    p99Ms: mean((r) => r.p99Ms),
-    errors: rs.reduce((s, r) => s + r.errors + r.connectFailures, 0),
-  };
+  return execJson<ReadResult>(lab, lab.hostNs('hmi', 'hmi'), args, (o.seconds + 60) * 1000);
 }
 
 async function orchestrate(o: Options): Promise<number> {
@@ -465,22 +392,16 @@ async function orchestrate(o: Options): Promise<number> {
     console.error('bench/opcua.ts needs root (network namespaces and nft)');
     return 1;
   }
-  const { ruleset, plan } = await compile();
+  const { ruleset, plan } = await compileBenchPolicy(POLICY, 'bench-opcua.yaml');
+  // Orchestrator-only modules are loaded on demand, so the filter host's RSS is the filter's, not the bench's.
   const { labUp } = await import('../test/lab/topology.ts');
   const { Nft } = await import('../gateway/nft.ts');
   const dir = await mkdtemp(path.join(tmpdir(), 'sluice-bench-opcua-'));
   const lab = await labUp({
     prefix: PREFIX,
-    zones: [
-      { name: 'hmi', iface: 'eth1', subnet: '10.237.1.0/24', hosts: [{ name: 'hmi', address: CLIENT }] },
-      { name: 'control', iface: 'eth2', subnet: '10.237.2.0/24', hosts: [{ name: 'plc', address: SERVER }] },
-    ],
+    zones: hmiControlZones('10.237', HMI, PLC),
   });
-  const stop = (): void => {
-    void lab.down().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', stop);
-  try {
+  return withLab(lab, dir, async () => {
     await new Nft({ netns: lab.gw }).load(ruleset);
     const servers = Object.values(PORTS).map((port) =>
       lab.spawn(
@@ -516,11 +437,10 @@ async function orchestrate(o: Options): Promise<number> {
     const pid = proxy.pid;
     if (pid === undefined) throw new Error('filter process has no pid');
 
-    // Memory first, on the fresh process: what the sessions cost, not what a throughput run left.
-    const rssIdle = await procStatusMb(pid, 'VmRSS');
-    const holder = lab.spawn(
+    const { rssIdle, rssHeld, held } = await heldRss(
+      lab,
+      pid,
       lab.hostNs('hmi', 'hmi'),
-      process.execPath,
       [
         SELF,
         '--hold-sessions',
@@ -531,37 +451,25 @@ async function orchestrate(o: Options): Promise<number> {
         '--sessions',
         String(o.hold),
       ],
-      { cwd: ROOT },
+      180_000,
+      1000,
     );
-    const held = await waitLine(holder, (l) => 'held' in l, 180_000);
-    await sleep(500);
-    const rssHeld = await procStatusMb(pid, 'VmRSS');
-    holder.kill('SIGKILL');
-    await holder;
-    await sleep(1000);
 
-    const results = new Map<string, ReadResult[]>();
     const securities: Security[] = ['None', 'SignAndEncrypt'];
-    const order: PathName[] = ['plain', 'filter', 'relay'];
-    for (let round = 0; round < o.rounds; round++) {
-      for (const sec of securities) {
-        // Rotate which path goes first, so drift on a shared machine does not favour one path.
-        const paths = order.map((_, i) => order[(i + round) % order.length] as PathName);
-        for (const p of paths) {
-          const r = await reads(lab, dir, p, sec, o);
-          const key = `${sec}|${p}`;
-          results.set(key, [...(results.get(key) ?? []), r]);
-          console.error(
-            `round ${round + 1}  ${sec.padEnd(15)} ${p.padEnd(6)} ${r.rps.toFixed(0).padStart(7)} reads/s  p50 ${r.p50Ms.toFixed(3)} ms  p99 ${r.p99Ms.toFixed(3)} ms  errors ${r.errors}  connect failures ${r.connectFailures}`,
-          );
-        }
-      }
-    }
-    const rssAfter = await procStatusMb(pid, 'VmRSS');
-    const hwm = await procStatusMb(pid, 'VmHWM');
+    const results = await runRounds(
+      o.rounds,
+      securities,
+      (sec) => sec,
+      (sec, p) => reads(lab, dir, p, sec, o),
+      (round, sec, p, r) =>
+        console.error(
+          `${roundLine(round, sec.padEnd(15), p, 'reads/s', r)}  connect failures ${r.connectFailures}`,
+        ),
+    );
+    const rssAfter = await rssAfterLine(pid);
 
-    const get = (sec: Security, p: PathName): Aggregate => aggregate(results.get(`${sec}|${p}`) ?? []);
-    const met = (b: boolean): string => (b ? 'met' : 'NOT met');
+    const get = (sec: Security, p: PathName): RunSummary =>
+      aggregate(results(sec, p), (r) => r.errors + r.connectFailures);
     const lines = [
       '',
       `OPC UA filter benchmark: ${o.rounds} rounds × ${o.seconds} s per security mode and path; ${o.sessions} node-opcua sessions, closed-loop Read of one Double.`,
@@ -572,12 +480,7 @@ async function orchestrate(o: Options): Promise<number> {
       'security         path       reads/s     p50 ms     p99 ms  errors',
     ];
     for (const sec of securities) {
-      for (const p of order) {
-        const a = get(sec, p);
-        lines.push(
-          `${sec.padEnd(16)} ${p.padEnd(6)} ${a.rps.toFixed(0).padStart(10)} ${a.p50Ms.toFixed(3).padStart(10)} ${a.p99Ms.toFixed(3).padStart(10)} ${String(a.errors).padStart(7)}`,
-        );
-      }
+      for (const p of PATH_ORDER) lines.push(tableRow(sec.padEnd(16), p, get(sec, p)));
     }
     lines.push('');
     const goals: Record<Security, number> = { None: 0.85, SignAndEncrypt: 0.95 };
@@ -593,21 +496,16 @@ async function orchestrate(o: Options): Promise<number> {
     lines.push(
       '',
       `filter RSS: ${rssIdle.toFixed(1)} MB idle, ${rssHeld.toFixed(1)} MB with ${String(held.held)} activated sessions open through it (${String(held.failed)} failed)`,
-      `filter RSS after the throughput runs: ${rssAfter.toFixed(1)} MB (peak ${hwm.toFixed(1)} MB)`,
+      rssAfter,
     );
     console.log(lines.join('\n'));
     return 0;
-  } finally {
-    process.off('SIGINT', stop);
-    await lab.down();
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------
 
-const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) === SELF;
-if (isMain) {
+if (isMain(SELF)) {
   const { values } = parseArgs({
     options: {
       reads: { type: 'boolean', default: false },

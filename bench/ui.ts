@@ -21,9 +21,16 @@ import { nsSpawn, waitForTcpListen, type Spawned } from '../test/lab/netns.ts';
 import { controlCall } from '../gateway/control.ts';
 import { socketPath } from '../gateway/daemon.ts';
 import { UserStore } from '../web-ui/users.ts';
-import type { MasterResult } from './modbus.ts';
+import {
+  hmiControlPolicy,
+  hmiControlZones,
+  isMain,
+  percentile,
+  ROOT,
+  runMaster,
+  type MasterResult,
+} from './common.ts';
 
-const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const CLI = path.join(ROOT, 'gateway/cli.ts');
 const SELF = path.join(ROOT, 'bench/ui.ts');
 const PREFIX = 'slcWb';
@@ -31,22 +38,14 @@ const PLC = '10.87.2.20';
 const UI_PORT = 18443;
 const PASSWORD = 'benchmark passphrase';
 
-const POLICY = `version: 1
-gateway:
-  name: bench-gw
-  management: { interface: mgmt0, allowFrom: [10.87.99.0/24] }
-zones:
-  hmi: { securityLevel: 2, interfaces: [eth1], networks: [10.87.1.0/24] }
-  control: { securityLevel: 2, interfaces: [eth2], networks: [10.87.2.0/24] }
-assets:
-  master: { zone: hmi, addresses: [10.87.1.10] }
-  plc: { zone: control, addresses: [${PLC}] }
-conduits:
-  hmi-to-control:
-    from: hmi
-    to: control
-    flows:
-      - name: poll
+const MASTER = { name: 'master', address: '10.87.1.10' };
+
+const POLICY = hmiControlPolicy(
+  'bench-gw',
+  '10.87',
+  MASTER,
+  { name: 'plc', address: PLC },
+  `      - name: poll
         protocol: modbus
         from: [master]
         to: [plc]
@@ -54,35 +53,19 @@ conduits:
           rules:
             - functions: [read-holding-registers]
               addresses: 0-999
-`;
+`,
+);
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? NaN;
-}
-
-async function poll(lab: Lab, seconds: number): Promise<MasterResult> {
-  const args = [
-    path.join(ROOT, 'bench/modbus.ts'),
-    '--master',
-    '--host',
-    PLC,
-    '--port',
-    '502',
-    '--masters',
-    '1',
-    '--seconds',
-    String(seconds),
-    '--max-requests',
-    String(seconds * 200),
-    '--interval-ms',
-    '10',
-  ];
-  const r = await lab.exec(lab.hostNs('hmi', 'master'), process.execPath, args, {
-    cwd: ROOT,
-    timeout: (seconds + 30) * 1000,
+/** One master polling the PLC every 10 ms through the filter. */
+function poll(lab: Lab, seconds: number): Promise<MasterResult> {
+  return runMaster(lab, lab.hostNs('hmi', 'master'), {
+    host: PLC,
+    port: 502,
+    masters: 1,
+    seconds,
+    maxRequests: seconds * 200,
+    intervalMs: 10,
   });
-  return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as MasterResult;
 }
 
 interface Client {
@@ -210,15 +193,7 @@ async function main(): Promise<number> {
   try {
     lab = await labUp({
       prefix: PREFIX,
-      zones: [
-        {
-          name: 'hmi',
-          iface: 'eth1',
-          subnet: '10.87.1.0/24',
-          hosts: [{ name: 'master', address: '10.87.1.10' }],
-        },
-        { name: 'control', iface: 'eth2', subnet: '10.87.2.0/24', hosts: [{ name: 'plc', address: PLC }] },
-      ],
+      zones: hmiControlZones('10.87', MASTER, { name: 'plc', address: PLC }),
       management: { iface: 'mgmt0', subnet: '10.87.99.0/24', hostAddress: '10.87.99.10' },
     });
     const plcNs = lab.hostNs('control', 'plc');
@@ -319,7 +294,7 @@ async function main(): Promise<number> {
 }
 
 // Runs only as a script: the verdict above is imported by a unit test.
-if (path.resolve(process.argv[1] ?? '') === SELF)
+if (isMain(SELF))
   main().then(
     (code) => process.exit(code),
     (err: unknown) => {
