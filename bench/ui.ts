@@ -199,7 +199,8 @@ async function main(): Promise<number> {
     const plcNs = lab.hostNs('control', 'plc');
     plc = nsSpawn(plcNs, process.execPath, [path.join(ROOT, 'bench/modbus-echo-server.ts'), '--port', '502']);
     await waitForTcpListen(plcNs, 502, 10_000);
-    daemon = nsSpawn(lab.gw, process.execPath, [CLI, 'run', '--state-dir', stateDir], {
+    // As systemd/sluice.service runs it (Nice=-10): the daemon moves the filters' bytes and comes first.
+    daemon = nsSpawn(lab.gw, 'nice', ['-n', '-10', process.execPath, CLI, 'run', '--state-dir', stateDir], {
       stdout: 'ignore',
       stderr: 'ignore',
     });

@@ -38,6 +38,8 @@ import {
 import { lineDiff } from './diff.ts';
 import { csvHeader, csvRow } from './csv.ts';
 import { proposeAllowRule, ProposalError } from './propose.ts';
+import { RequestPacer, type PacerOptions } from './pacer.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export type DaemonCall = (method: string, params: Record<string, unknown>) => Promise<unknown>;
 
@@ -65,6 +67,8 @@ export interface AppOptions {
    * clients) still need the session and CSRF token.
    */
   allowedOrigins?: readonly string[];
+  /** Per-client request pacing (web-ui/pacer.ts); startUi turns it on, unit tests leave it off. */
+  pacer?: Partial<PacerOptions>;
 }
 
 export interface AppContext {
@@ -927,6 +931,7 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
     return { events: out, truncated: true };
   };
 
+  const pacer = opts.pacer === undefined ? undefined : new RequestPacer(opts.pacer);
   for (const r of routes) {
     app.route({
       method: r.method,
@@ -934,6 +939,16 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
       schema: r.schema,
       // onRequest runs before body parsing and validation: an anonymous request learns nothing but 401.
       onRequest: async (req, reply) => {
+        if (pacer !== undefined) {
+          // Paced per session (or per source before login) before any work is done for the request.
+          const cookie = req.cookies[cookieName];
+          const d = pacer.decide(cookie !== undefined ? `s:${cookie}` : `ip:${sourceKey(req.ip)}`);
+          if (d.kind === 'reject') {
+            reply.header('retry-after', String(Math.ceil(d.retryAfterMs / 1000)));
+            throw httpError(429, 'rate-limited', 'too many requests from this client; slow down');
+          }
+          if (d.delayMs > 0) await sleep(d.delayMs);
+        }
         const changes = req.method !== 'GET' && req.method !== 'HEAD';
         if (changes && !sameOrigin(req)) throw httpError(403, 'origin', 'cross-origin request refused');
         if (r.access === 'public') return;

@@ -138,6 +138,8 @@ export async function startUi(opts: StartUiOptions): Promise<RunningUi> {
     ...(https === undefined ? {} : { tlsOptions: https }),
     ...(opts.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: opts.idleTimeoutMs }),
     ...(opts.banner === undefined ? {} : { banner: opts.banner }),
+    // Every client is paced (web-ui/pacer.ts): a flood of browsers slows itself, not the gateway.
+    pacer: {},
   });
   const scheme = https === undefined ? 'http' : 'https';
   const shownHost = host.includes(':') ? `[${host}]` : host;
