@@ -13,6 +13,7 @@
  * port 503 (not in the map) shows that path is open. So "refused while the proxy is down" can only come
  * from fail-closed behaviour of the redirect, not from a drop elsewhere.
  */
+import { follow, type Follower as Lines } from './lab/follow.ts';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
@@ -109,42 +110,6 @@ setInterval(() => {}, 60_000);
 const here = path.dirname(new URL(import.meta.url).pathname);
 const proxyUrl = pathToFileURL(path.join(here, '../protocol-filters/core/proxy.ts')).href;
 const relayUrl = pathToFileURL(path.join(here, '../protocol-filters/core/relay.ts')).href;
-
-interface Lines {
-  lines: Record<string, unknown>[];
-  waitFor(pred: (l: Record<string, unknown>) => boolean, ms?: number): Promise<Record<string, unknown>>;
-}
-
-/** Collects a child's JSON stdout lines as they arrive. */
-function follow(child: Spawned): Lines {
-  const lines: Record<string, unknown>[] = [];
-  let rest = '';
-  child.stdout?.on('data', (d: Buffer) => {
-    rest += d.toString();
-    let nl: number;
-    while ((nl = rest.indexOf('\n')) >= 0) {
-      const line = rest.slice(0, nl);
-      rest = rest.slice(nl + 1);
-      try {
-        lines.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        lines.push({ text: line });
-      }
-    }
-  });
-  return {
-    lines,
-    waitFor: async (pred, ms = 10_000) => {
-      const deadline = Date.now() + ms;
-      for (;;) {
-        const hit = lines.find(pred);
-        if (hit) return hit;
-        if (Date.now() > deadline) throw new Error(`no matching line; have ${JSON.stringify(lines)}`);
-        await sleep(20);
-      }
-    },
-  };
-}
 
 async function clientConnect(host: string, port: number): Promise<{ reply?: string; error?: string }> {
   const r = await nsExec(NS_C, process.execPath, ['-e', CLIENT_JS, host, String(port)], { timeout: 10_000 });
