@@ -9,7 +9,9 @@ import {
   compilePolicy,
   conduitCounterName,
   flowCounterName,
+  flowMark,
   formatLogPrefix,
+  monitorMark,
   parseCounterName,
   parseLogPrefix,
 } from './compile.ts';
@@ -144,7 +146,8 @@ describe('compilePolicy structure', () => {
   it('dispatches forward through the zone-pair verdict map, then logs and drops', () => {
     const fwd = chain(ruleset, 'forward');
     expect(fwd).toEqual([
-      'ct state established,related accept comment "sluice established"',
+      // Established traffic passes only while the flow (or monitor conduit) that accepted it is live.
+      'ct state established,related ct mark @live_marks accept comment "sluice established"',
       'ct state invalid goto drop_invalid comment "sluice invalid"',
       'iifname . oifname vmap @zone_pairs comment "sluice zone-pair dispatch"',
       'limit rate 5/minute log group 7 prefix "sluice:drop::no-conduit:" comment "sluice no-conduit"',
@@ -164,12 +167,19 @@ describe('compilePolicy structure', () => {
     const c = chain(ruleset, 'c_hmi-to-plc');
     expect(c).toContain(
       'ip saddr @f_hmi-to-plc_web_s4 ip daddr @f_hmi-to-plc_web_d4 meta l4proto tcp tcp dport @f_hmi-to-plc_web_p ' +
-        'counter name "f_hmi-to-plc_web" accept comment "hmi-to-plc/web"',
+        `counter name "f_hmi-to-plc_web" ct mark set ${flowMark('hmi-to-plc', 'web')} accept comment "hmi-to-plc/web"`,
     );
     expect(c).toContain(
       'ip6 saddr @f_hmi-to-plc_web_s6 ip6 daddr @f_hmi-to-plc_web_d6 meta l4proto tcp tcp dport @f_hmi-to-plc_web_p ' +
-        'counter name "f_hmi-to-plc_web" accept comment "hmi-to-plc/web"',
+        `counter name "f_hmi-to-plc_web" ct mark set ${flowMark('hmi-to-plc', 'web')} accept comment "hmi-to-plc/web"`,
     );
+    // The marks of the policy's flows and monitor conduits are the live ones; a removed flow's are not.
+    const live = setBlock(ruleset, 'live_marks');
+    expect(live).toContain(flowMark('hmi-to-plc', 'web'));
+    expect(live).toContain(monitorMark('plc-to-dmz'));
+    expect(live).not.toContain(flowMark('hmi-to-plc', 'gone'));
+    expect(flowMark('hmi-to-plc', 'web')).toMatch(/^0x[0-9a-f]{8}$/);
+    expect(flowMark('hmi-to-plc', 'web')).not.toBe(flowMark('hmi-to-plc', 'ssh'));
     // Overlapping and adjacent ranges are merged (interval sets refuse overlaps).
     expect(setBlock(ruleset, 'f_hmi-to-plc_web_p')).toContain('elements = { 80, 443, 8000-8200 }');
     expect(setBlock(ruleset, 'f_hmi-to-plc_web_s4')).toContain('flags interval');
@@ -177,7 +187,7 @@ describe('compilePolicy structure', () => {
     expect(setBlock(ruleset, 'f_hmi-to-plc_ping_s4')).toContain('elements = { 10.1.0.0/16 }');
     expect(c).toContain(
       'ip saddr @f_hmi-to-plc_ping_s4 ip daddr @f_hmi-to-plc_ping_d4 meta l4proto icmp icmp type { echo-request } ' +
-        'counter name "f_hmi-to-plc_ping" accept comment "hmi-to-plc/ping"',
+        `counter name "f_hmi-to-plc_ping" ct mark set ${flowMark('hmi-to-plc', 'ping')} accept comment "hmi-to-plc/ping"`,
     );
     expect(c.some((l) => l.includes('icmpv6 type { echo-request }'))).toBe(true);
     // timestamp-request exists for ICMPv4 only: no IPv6 rule for that flow.
@@ -198,7 +208,7 @@ describe('compilePolicy structure', () => {
     ]);
     expect(chain(ruleset, 'c_plc-to-dmz').slice(-2)).toEqual([
       'limit rate 5/minute log group 7 prefix "sluice:would-drop:plc-to-dmz:no-flow:" comment "plc-to-dmz no-flow"',
-      'counter name "x_plc-to-dmz" accept comment "plc-to-dmz no-flow"',
+      `counter name "x_plc-to-dmz" ct mark set ${monitorMark('plc-to-dmz')} accept comment "plc-to-dmz no-flow"`,
     ]);
   });
 

@@ -472,6 +472,25 @@ function fnv1a(text: string): number {
 }
 
 /**
+ * Connection marks. A forwarded connection is marked by the flow that accepted it (or by its monitor-mode
+ * conduit), and the forward chain lets established traffic through only while that mark is live. So an apply
+ * that removes a flow also ends that flow's open connections (their next packet meets the conduit chain, finds
+ * no flow, and is dropped and logged), while connections of flows that stay keep flowing: the mark depends on
+ * the names only, not on the position in the policy. Never 0, the mark of connections nothing marked.
+ */
+export function flowMark(conduit: string, flow: string): string {
+  return markText(fnv1a(`flow ${conduit}/${flow}`));
+}
+
+export function monitorMark(conduit: string): string {
+  return markText(fnv1a(`monitor ${conduit}`));
+}
+
+function markText(h: number): string {
+  return `0x${(h === 0 ? 1 : h).toString(16).padStart(8, '0')}`;
+}
+
+/**
  * Listen ports that do not move when other flows come and go. The supervisor restarts a proxy (closing its
  * connections) when its listen port changes, so numbering the DPI targets consecutively made adding one flow
  * cut the sessions of every later one. Instead each (conduit, flow, upstream address, upstream port) hashes
@@ -589,6 +608,7 @@ export function compilePolicy(policy: Policy, options?: Partial<CompileOptions>)
   parts.sets.push(mapDecl('zone_pairs', 'ifname . ifname : verdict', pairElements));
 
   const conduitChains: string[] = [];
+  const liveMarks = new Set<string>();
   const prerouting = new Map<string, string[]>(); // from-zone → redirect rules
   const upstream: Record<IpFamily, string[]> = { 4: [], 6: [] };
   const listen: number[] = [];
@@ -597,7 +617,9 @@ export function compilePolicy(policy: Policy, options?: Partial<CompileOptions>)
     const mode = k.mode;
     if (mode !== 'enforce' && mode !== 'monitor') throw unsafe(`mode ${JSON.stringify(mode)}`);
     const verdict: LogVerdict = mode === 'enforce' ? 'drop' : 'would-drop';
-    const final = mode === 'enforce' ? 'drop' : 'accept';
+    // Monitor mode forwards what enforce would drop, marked as the conduit's: switching it to enforce ends them.
+    const final = mode === 'enforce' ? 'drop' : `ct mark set ${monitorMark(k.name)} accept`;
+    if (mode === 'monitor') liveMarks.add(monitorMark(k.name));
     const xc = conduitCounterName(k.name);
     parts.counters.push(xc);
     const rules: string[] = [];
@@ -668,8 +690,10 @@ export function compilePolicy(policy: Policy, options?: Partial<CompileOptions>)
         parts.sets.push(setDecl(s, addrType(f), src.map(cidrElement), true));
         parts.sets.push(setDecl(d, addrType(f), dst.map(cidrElement), true));
         flowRules.push(
-          `${ipKw(f)} saddr @${s} ${ipKw(f)} daddr @${d} ${l4} counter name "${fc}" accept ${comment(note)}`,
+          `${ipKw(f)} saddr @${s} ${ipKw(f)} daddr @${d} ${l4} counter name "${fc}" ` +
+            `ct mark set ${flowMark(k.name, flow.name)} accept ${comment(note)}`,
         );
+        liveMarks.add(flowMark(k.name, flow.name));
       }
     }
 
@@ -732,9 +756,10 @@ export function compilePolicy(policy: Policy, options?: Partial<CompileOptions>)
     );
   }
   parts.chains.push(chainDecl('input', FILTER_HOOK('input'), [...input, ...tail(c, 'input')]));
+  parts.sets.push(setDecl('live_marks', 'mark', [...liveMarks].sort(), false));
   parts.chains.push(
     chainDecl('forward', FILTER_HOOK('forward'), [
-      ESTABLISHED,
+      `ct state established,related ct mark @live_marks accept ${comment('sluice established')}`,
       INVALID,
       `iifname . oifname vmap @zone_pairs ${comment('sluice zone-pair dispatch')}`,
       ...tail(c, 'no-conduit'),

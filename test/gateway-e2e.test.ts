@@ -170,6 +170,36 @@ describe.skipIf(!isRoot && process.env['CI'] !== 'true')('gateway daemon in the 
     expect(await managementReachable()).toBe(true);
   });
 
+  it('ends the open connections of a flow that an apply removes', async () => {
+    const hmi = lab.hostNs('hmi', 'hmi');
+    // The running policy (p2) allows 9090; a connection to it streams a byte every 100 ms and counts echoes.
+    const client = nsSpawn(hmi, process.execPath, [
+      '-e',
+      `const s=require('node:net').connect(9090,'10.81.2.20');let n=0,got=0;
+       s.on('data',d=>{got+=d.length});
+       s.on('error',()=>{});
+       const i=setInterval(()=>{s.write('x');if(++n===50){clearInterval(i);setTimeout(()=>{console.log(JSON.stringify({n,got}));process.exit(0)},300)}},100);`,
+    ]);
+    await new Promise((res) => setTimeout(res, 1500));
+    const file = join(stateDir, 'p1-again.yaml');
+    await writeFile(file, policy());
+    const applied = Date.now();
+    const r = await sluice('apply', file, '--comment', 'remove 9090');
+    expect(r.exitCode, r.stderr).toBe(0);
+    const out = await client;
+    const result = JSON.parse(String(out.stdout)) as { n: number; got: number };
+    // Echoed before the apply (about 15), nothing after: the removed flow's mark is no longer live, so its
+    // established packets meet the conduit chain, which has no flow for them.
+    expect(result.got).toBeGreaterThan(5);
+    expect(result.got).toBeLessThan(result.n - 10);
+    const ev = await waitForLog(
+      ['--conduit', 'hmi-to-plant'],
+      (e) => e['dstPort'] === 9090 && e['reason'] === 'no-flow' && (e['time'] as number) >= applied,
+      3000,
+    );
+    expect(ev, 'the cut connection is logged').toBeDefined();
+  });
+
   it('keeps a long-lived Modbus session through its proxy across an apply that adds other DPI flows', async () => {
     const hmi = lab.hostNs('hmi', 'hmi');
     const plcNs = lab.hostNs('plant', 'plc');
