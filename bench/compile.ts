@@ -1,6 +1,6 @@
 /**
  * Compile benchmark: `node bench/compile.ts [--conduits 1000] [--assets 5000] [--runs 5] [--seconds 5]
- * [--rounds 3] [--no-throughput] [--strict]`.
+ * [--rounds 5] [--no-throughput] [--strict]`.
  *
  * (a) Generates a large policy (default 1,000 conduits / 5,000 assets), times validation and compilation
  *     separately (median of `runs`) and prints the ruleset's size. Goal: compile < 0.5 s.
@@ -255,7 +255,7 @@ async function main(): Promise<number> {
       zones: { type: 'string' },
       runs: { type: 'string', default: '5' },
       seconds: { type: 'string', default: '5' },
-      rounds: { type: 'string', default: '3' },
+      rounds: { type: 'string', default: '5' },
       'no-throughput': { type: 'boolean', default: false },
       strict: { type: 'boolean', default: false },
     },
