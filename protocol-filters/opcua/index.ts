@@ -54,6 +54,13 @@ export {
 } from './transport.ts';
 export { OpcuaChunkDecoder, type StreamItem } from './stream.ts';
 export {
+  BudgetAccount,
+  DEFAULT_REASSEMBLY_BUDGET_BYTES,
+  MEMORY_BUDGET_CODE,
+  ReassemblyBudget,
+  sharedReassemblyBudget,
+} from './budget.ts';
+export {
   MessageAssembler,
   type AbortedMessage,
   type AssembledMessage,

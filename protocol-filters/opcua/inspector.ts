@@ -41,6 +41,13 @@
  * §6.7.2.4), so refusals are answered at once instead of being queued behind outstanding requests (a queued
  * fault could wait behind Publish requests the server parks for a whole keep-alive interval).
  *
+ * Reassembly memory is bounded across connections too: every byte an inspector holds for reassembly (its two
+ * decoders' partial chunks, its assembler's kept chunks) is charged to a ReassemblyBudget shared by all the
+ * inspectors of a factory (by default one process-wide budget of 64 MiB) and released when the message
+ * completes, aborts, expires or fails, and on close. A connection whose next chunk does not fit is closed with
+ * `opcua.memory-budget` (verdict drop): the one asking pays, connections already holding bytes are left alone
+ * (budget.ts explains why).
+ *
  * ## Known limits of this design
  * - On SignAndEncrypt channels services, NodeIds and the identity token are invisible: only the policy, the
  *   mode and the certificate are enforced (`anonymous: false` cannot be checked there).
@@ -73,6 +80,7 @@ import {
   type Refusal,
   type RefusalVerdict,
 } from './decide.ts';
+import { BudgetAccount, ReassemblyBudget, sharedReassemblyBudget } from './budget.ts';
 import { channelDetail, refusalEvent, requestDetail } from './describe.ts';
 import { MessageAssembler, type AssembledMessage } from './reassembly.ts';
 import { buildServiceFault } from './refusal.ts';
@@ -92,6 +100,7 @@ import {
 } from './transport.ts';
 import {
   DEFAULT_OPCUA_LIMITS,
+  MIN_BUFFER_SIZE,
   SYMMETRIC_BODY_OFFSET,
   SYMMETRIC_SEQUENCE_OFFSET,
   type ChannelSecurity,
@@ -105,6 +114,13 @@ export interface OpcuaInspectorOptions {
   limits?: Partial<OpcuaLimits>;
   /** Epoch milliseconds; injected so tests drive the reassembly timeout. */
   now?: () => number;
+  /**
+   * Reassembly memory shared with other connections (budget.ts). A ReassemblyBudget is shared as is; a number
+   * of bytes makes `createOpcuaInspectorFactory` create one budget shared by all the inspectors of that
+   * factory (given to the constructor directly, it would be this connection's alone). Default: the
+   * process-wide `sharedReassemblyBudget` (64 MiB).
+   */
+  reassemblyBudget?: ReassemblyBudget | number;
 }
 
 /** The policy the inspector enforces when a plan entry carries no opcua spec: nothing but discovery. */
@@ -164,8 +180,9 @@ export class OpcuaInspector implements ConnectionInspector {
   readonly #limits: OpcuaLimits;
   readonly #maxOutstanding: number;
   readonly #now: () => number;
-  readonly #clientDecoder = new OpcuaChunkDecoder();
-  readonly #serverDecoder = new OpcuaChunkDecoder();
+  readonly #account: BudgetAccount;
+  readonly #clientDecoder: OpcuaChunkDecoder;
+  readonly #serverDecoder: OpcuaChunkDecoder;
   readonly #assembler: MessageAssembler;
   #phase: Phase = 'hello';
   #helloSeen = false;
@@ -200,7 +217,15 @@ export class OpcuaInspector implements ConnectionInspector {
       ...(flowTimeout !== undefined ? { messageTimeoutMs: flowTimeout } : {}),
     };
     this.#now = options.now ?? Date.now;
-    this.#assembler = new MessageAssembler(this.#limits);
+    this.#account = new BudgetAccount(resolveBudget(options.reassemblyBudget));
+    this.#clientDecoder = new OpcuaChunkDecoder(MIN_BUFFER_SIZE, this.#account);
+    this.#serverDecoder = new OpcuaChunkDecoder(MIN_BUFFER_SIZE, this.#account);
+    this.#assembler = new MessageAssembler(this.#limits, this.#account);
+  }
+
+  /** Bytes this connection holds charged to the shared reassembly budget. */
+  get reassemblyBytes(): number {
+    return this.#account.charged;
   }
 
   /** The channel's security as far as known (for tests and the daemon's status). */
@@ -222,8 +247,17 @@ export class OpcuaInspector implements ConnectionInspector {
 
   onClose(): void {
     this.#closed = true;
-    this.#assembler.clear();
+    this.#releaseReassembly();
     this.#heldFaults = [];
+  }
+
+  /** Drops everything held for reassembly and returns it to the shared budget (the connection is done). */
+  #releaseReassembly(): void {
+    this.#assembler.clear();
+    this.#clientDecoder.clear();
+    this.#serverDecoder.clear();
+    // Whatever a component might still have charged: the account frees this connection's share in full.
+    this.#account.releaseAll();
   }
 
   // ------------------------------------------------------------------------------------------ events
@@ -238,14 +272,14 @@ export class OpcuaInspector implements ConnectionInspector {
 
   #closeInvalid<V extends ClientVerdict | ServerVerdict>(out: Verdicts<V>, r: Invalid): void {
     this.#closed = true;
-    this.#assembler.clear();
+    this.#releaseReassembly();
     out.push({ action: 'close', event: this.#drop(r.code, r.reason) } as V);
   }
 
   /** ERR to the client, then close: channel-level refusals and refusals on signed channels. */
   #refuseWithError(out: Verdicts<ClientVerdict>, d: RefusalVerdict, event: FilterEvent): void {
     this.#closed = true;
-    this.#assembler.clear();
+    this.#releaseReassembly();
     out.push({ action: 'reply', bytes: buildErrorMessage(d.statusCode, d.message), event });
     out.push({
       action: 'close',
@@ -758,8 +792,18 @@ function bug(): never {
   throw new Error('OpcuaInspector: unreachable state');
 }
 
+function resolveBudget(b: ReassemblyBudget | number | undefined): ReassemblyBudget {
+  if (b === undefined) return sharedReassemblyBudget;
+  return typeof b === 'number' ? new ReassemblyBudget(b) : b;
+}
+
+/** All inspectors of one factory share one reassembly budget (`options.reassemblyBudget`, see there). */
 export function createOpcuaInspectorFactory(options: OpcuaInspectorOptions = {}): InspectorFactory {
-  return { create: (ctx) => new OpcuaInspector(ctx, options) };
+  const shared: OpcuaInspectorOptions = {
+    ...options,
+    reassemblyBudget: resolveBudget(options.reassemblyBudget),
+  };
+  return { create: (ctx) => new OpcuaInspector(ctx, shared) };
 }
 
 export const opcuaInspectorFactory: InspectorFactory = createOpcuaInspectorFactory();

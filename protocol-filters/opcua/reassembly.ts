@@ -8,13 +8,17 @@
  * - chunks per message ≤ maxChunkCount, body bytes per message ≤ maxMessageSize;
  * - body bytes held for all partial messages together ≤ maxMessageSize (one shared budget, so interleaving
  *   several large messages cannot multiply the bound), partial messages at once ≤ maxPartialMessages;
- * - an incomplete message older than messageTimeoutMs (the caller passes `now`) fails the stream.
+ * - an incomplete message older than messageTimeoutMs (the caller passes `now`) fails the stream;
+ * - with a BudgetAccount, every kept chunk byte is charged to the budget shared with other connections
+ *   (budget.ts) before it is copied, and released when its message completes, aborts, expires or fails, or on
+ *   `clear()`; a charge that does not fit fails the stream with `opcua.memory-budget`.
  * Any violation returns `invalid`, drops everything held, and the caller closes the connection: the stream's
  * state is no longer one the gateway can vouch for.
  *
  * A single-chunk message (the common case) is returned as views of the chunk without copying; chunks kept
  * across calls are copied, so they neither pin the socket's buffers nor depend on them staying unchanged.
  */
+import { MEMORY_BUDGET_CODE, type BudgetAccount } from './budget.ts';
 import { invalid, type ChunkType, type Invalid, type OpcuaLimits } from './types.ts';
 
 export type AssemblyLimits = Pick<
@@ -55,9 +59,11 @@ export class MessageAssembler {
   #partials: Partial[] = [];
   #heldBodyBytes = 0;
   #heldChunkBytes = 0;
+  readonly #account: BudgetAccount | undefined;
 
-  constructor(limits: AssemblyLimits) {
+  constructor(limits: AssemblyLimits, account?: BudgetAccount) {
     this.#limits = limits;
+    this.#account = account;
   }
 
   /** True while any message is incomplete. */
@@ -80,6 +86,7 @@ export class MessageAssembler {
   }
 
   clear(): void {
+    this.#account?.release(this.#heldChunkBytes);
     this.#partials = [];
     this.#heldBodyBytes = 0;
     this.#heldChunkBytes = 0;
@@ -106,7 +113,10 @@ export class MessageAssembler {
   #remove(p: Partial): void {
     this.#partials.splice(this.#partials.indexOf(p), 1);
     this.#heldBodyBytes -= p.bodyBytes;
-    for (const c of p.chunks) this.#heldChunkBytes -= c.length;
+    let bytes = 0;
+    for (const c of p.chunks) bytes += c.length;
+    this.#heldChunkBytes -= bytes;
+    this.#account?.release(bytes);
   }
 
   /**
@@ -225,6 +235,9 @@ export class MessageAssembler {
     // but a non-conforming peer could send chunks that are all header; the shared budget covers them as well.
     if (this.#heldChunkBytes + chunk.length > this.#limits.maxMessageSize + this.#limits.maxChunkCount * 64) {
       return this.#fail('opcua.reassembly-budget', 'held chunks exceed the reassembly budget');
+    }
+    if (this.#account !== undefined && !this.#account.tryCharge(chunk.length)) {
+      return this.#fail(MEMORY_BUDGET_CODE, 'the gateway-wide reassembly memory budget is exhausted');
     }
     this.#heldChunkBytes += chunk.length;
     return Buffer.from(chunk);

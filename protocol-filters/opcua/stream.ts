@@ -7,7 +7,12 @@
  * maximum) bytes. Chunks wholly inside a pushed buffer are views of it (no copy); a chunk reassembled from
  * several pushes is its own buffer. After an invalid header the stream has lost its framing for good: the
  * decoder stays failed and returns that result for every later push, and the caller closes the connection.
+ *
+ * With a BudgetAccount the partial chunk's buffer is charged to the budget shared with other connections
+ * (budget.ts) before it is allocated, and released when the chunk completes, the decoder fails, or on
+ * `clear()`; a charge that does not fit fails the decoder with `opcua.memory-budget`.
  */
+import { MEMORY_BUDGET_CODE, type BudgetAccount } from './budget.ts';
 import { MESSAGE_HEADER_SIZE, parseChunk } from './transport.ts';
 import { MIN_BUFFER_SIZE, type Chunk, type Invalid, type ParseResult } from './types.ts';
 
@@ -22,10 +27,12 @@ export class OpcuaChunkDecoder {
   #body: Buffer | null = null;
   #bodyLength = 0;
   #failed: Invalid | null = null;
+  readonly #account: BudgetAccount | undefined;
 
   /** Before HEL/ACK negotiated anything, chunks are bounded by the size every stack must accept. */
-  constructor(maxChunkSize = MIN_BUFFER_SIZE) {
+  constructor(maxChunkSize = MIN_BUFFER_SIZE, account?: BudgetAccount) {
     this.#maxChunkSize = maxChunkSize;
+    this.#account = account;
   }
 
   get maxChunkSize(): number {
@@ -44,6 +51,32 @@ export class OpcuaChunkDecoder {
 
   get failed(): Invalid | null {
     return this.#failed;
+  }
+
+  /** Drops any partial chunk and returns its bytes to the budget (the connection is going away). */
+  clear(): void {
+    this.#dropBody();
+    this.#headLength = 0;
+  }
+
+  /** The partial chunk's buffer, charged first; null when the budget has no room for it. */
+  #allocate(size: number): Buffer | null {
+    if (this.#account !== undefined && !this.#account.tryCharge(size)) return null;
+    return Buffer.allocUnsafe(size);
+  }
+
+  #dropBody(): void {
+    if (this.#body !== null) this.#account?.release(this.#body.length);
+    this.#body = null;
+    this.#bodyLength = 0;
+  }
+
+  #budgetExhausted(size: number): Invalid {
+    return {
+      kind: 'invalid',
+      code: MEMORY_BUDGET_CODE,
+      reason: `no room for a ${size}-byte chunk in the gateway-wide reassembly memory budget`,
+    };
   }
 
   push(chunk: Buffer): StreamItem[] {
@@ -66,7 +99,7 @@ export class OpcuaChunkDecoder {
       } else if (r.kind === 'invalid') {
         return this.#fail(r, out);
       } else {
-        this.#hold(rest);
+        this.#hold(rest, out);
         break;
       }
     }
@@ -76,23 +109,27 @@ export class OpcuaChunkDecoder {
   #fail(r: Invalid, out: StreamItem[]): StreamItem[] {
     this.#failed = r;
     this.#headLength = 0;
-    this.#body = null;
-    this.#bodyLength = 0;
+    this.#dropBody();
     out.push(r);
     return out;
   }
 
   /** Keeps an incomplete chunk (`rest` passed every header check parseChunk could make on it). */
-  #hold(rest: Buffer): void {
+  #hold(rest: Buffer, out: StreamItem[]): void {
     if (rest.length < MESSAGE_HEADER_SIZE) {
       this.#headLength = rest.copy(this.#head, 0);
       return;
     }
     // The header is whole and valid, so its size is within the limit: allocate exactly that.
     const size = rest.readUInt32LE(4);
-    this.#body = Buffer.allocUnsafe(size);
+    const body = this.#allocate(size);
+    if (body === null) {
+      this.#fail(this.#budgetExhausted(size), out);
+      return;
+    }
+    this.#body = body;
     // need-more means rest.length < size: the copy never fills the buffer.
-    this.#bodyLength = rest.copy(this.#body, 0);
+    this.#bodyLength = rest.copy(body, 0);
   }
 
   /**
@@ -120,8 +157,13 @@ export class OpcuaChunkDecoder {
         return off;
       }
       const size = this.#head.readUInt32LE(4);
-      this.#body = Buffer.allocUnsafe(size);
-      this.#head.copy(this.#body, 0);
+      const allocated = this.#allocate(size);
+      if (allocated === null) {
+        this.#fail(this.#budgetExhausted(size), out);
+        return -1;
+      }
+      this.#body = allocated;
+      this.#head.copy(allocated, 0);
       this.#bodyLength = MESSAGE_HEADER_SIZE;
       this.#headLength = 0;
     }
@@ -131,8 +173,8 @@ export class OpcuaChunkDecoder {
     this.#bodyLength += take;
     off += take;
     if (this.#bodyLength < body.length) return -1;
-    this.#body = null;
-    this.#bodyLength = 0;
+    // The completed chunk goes to the caller, which copies what it keeps (and charges that copy itself).
+    this.#dropBody();
     const r = parseChunk(body, this.#maxChunkSize);
     if (r.kind !== 'frame') {
       this.#fail(
