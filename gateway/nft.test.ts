@@ -79,6 +79,9 @@ describe('Nft', () => {
       rmSync(join(dir, 'no-table'));
     }
     expect(await nft.listRuleset()).toContain('table inet sluice');
+    expect(args()).toEqual(['list', 'ruleset']);
+    await nft.listRuleset({ stateless: true });
+    expect(args()).toEqual(['-s', 'list', 'ruleset']);
   });
 
   it('reads named counters from nft -j', async () => {

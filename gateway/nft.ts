@@ -99,8 +99,12 @@ export class Nft {
     }
   }
 
-  async listRuleset(): Promise<string> {
-    const r = await this.#run(['list', 'ruleset']);
+  /**
+   * `nft list ruleset`. With `stateless`, `nft -s`: counter values and set timeouts left out, so two listings
+   * of the same ruleset compare equal while traffic keeps counting (what "unchanged" means for a ruleset).
+   */
+  async listRuleset(opts: { stateless?: boolean } = {}): Promise<string> {
+    const r = await this.#run(opts.stateless === true ? ['-s', 'list', 'ruleset'] : ['list', 'ruleset']);
     if (r.exitCode !== 0) throw new NftError('nft.list-failed', `nft list ruleset: ${r.stderr.trimEnd()}`);
     return r.stdout;
   }

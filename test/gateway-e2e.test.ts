@@ -285,13 +285,13 @@ describe.skipIf(!isRoot && process.env['CI'] !== 'true')('gateway daemon in the 
   });
 
   it('refuses an invalid policy with file:line:column and changes nothing', async () => {
-    const before = await execa('ip', ['netns', 'exec', lab.gw, 'nft', 'list', 'ruleset']);
+    const before = await execa('ip', ['netns', 'exec', lab.gw, 'nft', '-s', 'list', 'ruleset']);
     const file = join(stateDir, 'bad.yaml');
     await writeFile(file, policy().replace('port: 8080', 'port: 80800'));
     const r = await sluice('apply', file);
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toMatch(/bad\.yaml:\d+:\d+ conduits\.hmi-to-plant\.flows\[0\]\.port/);
-    const after = await execa('ip', ['netns', 'exec', lab.gw, 'nft', 'list', 'ruleset']);
+    const after = await execa('ip', ['netns', 'exec', lab.gw, 'nft', '-s', 'list', 'ruleset']);
     expect(after.stdout).toBe(before.stdout);
   });
 
