@@ -19,7 +19,7 @@ import { Agent, request } from 'node:http';
 import { labUp, labDown, type Lab } from '../test/lab/topology.ts';
 import { nsSpawn, waitForTcpListen, type Spawned } from '../test/lab/netns.ts';
 import { controlCall } from '../gateway/control.ts';
-import { socketPath } from '../gateway/daemon.ts';
+import { socketPath } from '../gateway/paths.ts';
 import { UserStore } from '../web-ui/users.ts';
 import {
   hmiControlPolicy,

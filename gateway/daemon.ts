@@ -8,6 +8,7 @@
  * (IEC 62443-4-2 NDR 5.2 RE3, CR 3.6). Stopping the daemon leaves the ruleset in the kernel: a gateway must
  * never forward unfiltered because its user-space part went away.
  */
+import { LOG_DB_NAME, ULOGD_JSON_NAME, socketPath } from './paths.ts';
 import { mkdir, chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -57,9 +58,6 @@ export interface DaemonOptions {
 /** How stale the flow counters in `status` may be (they are read from nft). */
 const COUNTER_TTL_MS = 2000;
 
-export const SOCKET_NAME = 'sluice.sock';
-export const LOG_DB_NAME = 'blocked.sqlite';
-export const ULOGD_JSON_NAME = 'ulogd.json';
 export const DEFAULT_LOG_MAX_BYTES = 512 * 1024 * 1024;
 export const DEFAULT_LOG_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
 
@@ -93,10 +91,6 @@ export function parseLogMaxAgeMs(text: string): number {
     );
   }
   return ms;
-}
-
-export function socketPath(stateDir: string): string {
-  return join(stateDir, SOCKET_NAME);
 }
 
 /** What the daemon knows of the running policy, to put zones on a log line that names only its conduit. */

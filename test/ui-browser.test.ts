@@ -18,7 +18,7 @@ import { labDown, type Lab } from './lab/topology.ts';
 import { startTcpEcho, tcpProbe, type NsServer } from './lab/netns.ts';
 import { CLI, gatewayLab, startGateway, type Gateway } from './lab/gateway.ts';
 import { controlCall } from '../gateway/control.ts';
-import { socketPath } from '../gateway/daemon.ts';
+import { socketPath } from '../gateway/paths.ts';
 import { startUi, type RunningUi } from '../web-ui/server.ts';
 
 const PREFIX = 'slcW';

@@ -10,7 +10,7 @@ import { mkdir } from 'node:fs/promises';
 import { buildApp, type DaemonCall } from './app.ts';
 import { ensureSelfSignedCert } from './tls.ts';
 import { controlCall } from '../gateway/control.ts';
-import { LOG_DB_NAME, socketPath } from '../gateway/daemon.ts';
+import { LOG_DB_NAME, socketPath } from '../gateway/paths.ts';
 import { LogStore, type LogQuery, type LogQueryResult } from '../gateway/logstore.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';

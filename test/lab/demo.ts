@@ -22,7 +22,7 @@ import { labUp, labDown, type LabSpec } from './topology.ts';
 import { listNetns, waitForTcpListen } from './netns.ts';
 import { controlCall } from '../../gateway/control.ts';
 import { SluiceError } from '../../policies/errors.ts';
-import { socketPath } from '../../gateway/daemon.ts';
+import { socketPath } from '../../gateway/paths.ts';
 
 export const DEMO_PREFIX = 'slcD';
 const here = fileURLToPath(new URL('.', import.meta.url));

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { controlCall } from '../../gateway/control.ts';
-import { socketPath } from '../../gateway/daemon.ts';
+import { socketPath } from '../../gateway/paths.ts';
 import type { Line } from './follow.ts';
 import type { Spawned } from './netns.ts';
 import { labUp, type Lab } from './topology.ts';
