@@ -24,6 +24,7 @@ import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
+import { LOG_DB_NAME, SOCKET_NAME, ULOGD_JSON_NAME, socketPath } from './paths.ts';
 import { SluiceError } from '../policies/errors.ts';
 import { StateStore, fsyncDir, writeFileAtomic } from './state.ts';
 
@@ -41,7 +42,7 @@ const MANIFEST = `${ROOT}/manifest.json`;
 const STATE_PREFIX = `${ROOT}/state/`;
 /** Archives larger than this (uncompressed) are refused rather than inflated into memory. */
 export const MAX_ARCHIVE_BYTES = 2 * 1024 ** 3;
-const LOG_DB = 'blocked.sqlite';
+const LOG_DB = LOG_DB_NAME;
 
 export class BackupError extends SluiceError {}
 
@@ -192,7 +193,7 @@ export function sluiceVersion(): string {
 function isBackedUp(rel: string, includeLogs: boolean): boolean {
   const base = path.posix.basename(rel);
   if (base.startsWith('.')) return false;
-  if (base === 'sluice.sock' || base === 'ulogd.json' || base === 'ulogd.conf') return false;
+  if (base === SOCKET_NAME || base === ULOGD_JSON_NAME || base === 'ulogd.conf') return false;
   if (/-(wal|shm|journal)$/.test(base)) return false;
   if (base === LOG_DB) return includeLogs;
   return true;
@@ -426,7 +427,7 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
       );
     warning = `restoring a backup of gateway '${manifest.gateway}' onto '${here}'`;
   }
-  if (opts.force !== true && (await daemonRunning(path.join(dir, 'sluice.sock'))))
+  if (opts.force !== true && (await daemonRunning(socketPath(dir))))
     throw new BackupError(
       'backup.daemon-running',
       'the sluice daemon is running on this state dir: stop it first (systemctl stop sluice sluice-ui), or pass --force',
