@@ -83,3 +83,24 @@ export function mutateInto(scratch: Buffer, seed: Buffer, rnd: () => number, o: 
   }
   return len;
 }
+
+/**
+ * Heap growth since `baseline` after a forced GC, printed with the run's outcome counts, and the bound it must
+ * stay under: 4 MB with a GC hook, a loose 64 MB without one (the heap then still holds garbage).
+ */
+export function heapReport(
+  name: string,
+  seed: number,
+  iterations: number,
+  counts: object,
+  gc: (() => void) | null,
+  baseline: number,
+): { growth: number; bound: number } {
+  gc?.();
+  const growth = process.memoryUsage().heapUsed - baseline;
+  console.log(
+    `${name} fuzz: seed ${seed}, ${iterations} frames, ${JSON.stringify(counts)}, heap growth ${(growth / 1e6).toFixed(2)} MB` +
+      (gc === null ? ' (no gc hook: loose bound)' : ''),
+  );
+  return { growth, bound: gc === null ? 64e6 : 4e6 };
+}

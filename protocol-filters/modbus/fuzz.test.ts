@@ -4,7 +4,7 @@
  * ones with a seeded PRNG in a plain loop (cheap and reproducible: a failure prints its seed and iteration).
  */
 import { describe, it, expect } from 'vitest';
-import { getGc, mutateInto, prng, type MutatorOptions } from '../core/fuzz.ts';
+import { getGc, heapReport, mutateInto, prng, type MutatorOptions } from '../core/fuzz.ts';
 import { decideRequest } from './decide.ts';
 import { describeRequest } from './describe.ts';
 import { encodeAdu, u16 } from './frames.ts';
@@ -228,12 +228,7 @@ describe('fuzz: 1,000,000 random and mutated frames', () => {
       throw new Error(`seed ${SEED} iteration ${iteration}: ${String(err)}`, { cause: err });
     }
 
-    gc?.();
-    const growth = process.memoryUsage().heapUsed - baseline;
-    console.log(
-      `modbus fuzz: seed ${SEED}, ${ITERATIONS} frames, ${JSON.stringify(counts)}, heap growth ${(growth / 1e6).toFixed(2)} MB` +
-        (gc === null ? ' (no gc hook: loose bound)' : ''),
-    );
+    const { growth, bound } = heapReport('modbus', SEED, ITERATIONS, counts, gc, baseline);
     // Every outcome must actually occur, or the generator is not exercising the parser.
     expect(counts.frame).toBeGreaterThan(10_000);
     expect(counts.invalid).toBeGreaterThan(10_000);
@@ -242,6 +237,6 @@ describe('fuzz: 1,000,000 random and mutated frames', () => {
     expect(counts.streamFrames).toBeGreaterThan(1_000);
     expect(counts.refused).toBeGreaterThan(1_000);
     // Flat memory: after a forced GC, nothing the run made is retained (loose bound without a GC hook).
-    expect(growth).toBeLessThan(gc === null ? 64e6 : 4e6);
+    expect(growth).toBeLessThan(bound);
   });
 });

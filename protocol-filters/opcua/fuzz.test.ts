@@ -5,7 +5,7 @@
  * (cheap and reproducible: a failure prints its seed and iteration; OPCUA_FUZZ_SEED picks another seed).
  */
 import { describe, it, expect } from 'vitest';
-import { getGc, mutateInto, prng, type MutatorOptions } from '../core/fuzz.ts';
+import { getGc, heapReport, mutateInto, prng, type MutatorOptions } from '../core/fuzz.ts';
 import {
   ActivateSessionRequest,
   AnonymousIdentityToken,
@@ -329,12 +329,7 @@ describe('fuzz: 1,000,000 mutated OPC UA frames', () => {
       throw new Error(`seed ${SEED} iteration ${iteration}: ${String(err)}`, { cause: err });
     }
 
-    gc?.();
-    const growth = process.memoryUsage().heapUsed - baseline;
-    console.log(
-      `opcua fuzz: seed ${SEED}, ${ITERATIONS} frames, ${JSON.stringify(counts)}, heap growth ${(growth / 1e6).toFixed(2)} MB` +
-        (gc === null ? ' (no gc hook: loose bound)' : ''),
-    );
+    const { growth, bound } = heapReport('opcua', SEED, ITERATIONS, counts, gc, baseline);
     // Every outcome must actually occur, or the generator is not exercising the code.
     expect(counts.frame).toBeGreaterThan(50_000);
     expect(counts.invalid).toBeGreaterThan(10_000);
@@ -344,6 +339,6 @@ describe('fuzz: 1,000,000 mutated OPC UA frames', () => {
     expect(counts.inspectorCloses).toBeGreaterThan(1_000);
     expect(counts.forwarded).toBeGreaterThan(1_000);
     expect(counts.streamFrames).toBeGreaterThan(1_000);
-    expect(growth).toBeLessThan(gc === null ? 64e6 : 4e6);
+    expect(growth).toBeLessThan(bound);
   });
 });
