@@ -183,6 +183,8 @@ export interface MasterResult extends RunSummary {
   intervalMs: number;
   requests: number;
   seconds: number;
+  /** Every measured latency (ms, ascending), when asked for with `samples: true`, so runs can be pooled. */
+  samples?: number[];
 }
 
 /** Runs the Modbus load generator (`bench/modbus.ts --master`) in namespace `ns`. */
@@ -196,6 +198,7 @@ export function runMaster(
     seconds: number;
     maxRequests: number;
     intervalMs: number;
+    samples?: boolean;
   },
 ): Promise<MasterResult> {
   const args = [
@@ -213,6 +216,7 @@ export function runMaster(
     String(o.maxRequests),
     '--interval-ms',
     String(o.intervalMs),
+    ...(o.samples === true ? ['--samples'] : []),
   ];
   return execJson<MasterResult>(lab, ns, args, (o.seconds + 30) * 1000);
 }

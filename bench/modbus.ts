@@ -74,6 +74,7 @@ export async function runMasters(
   maxRequests: number,
   warmupMs: number,
   intervalMs = 0,
+  keepSamples = false,
 ): Promise<MasterResult> {
   const samples = new Float64Array(maxRequests);
   let count = 0;
@@ -153,6 +154,7 @@ export async function runMasters(
     p50Ms: percentile(sorted, 50),
     p99Ms: percentile(sorted, 99),
     errors,
+    ...(keepSamples ? { samples: Array.from(sorted, (x) => Math.round(x * 1000) / 1000) } : {}),
   };
 }
 
@@ -422,6 +424,7 @@ if (isMain(SELF)) {
       connections: { type: 'string', default: '1000' },
       'max-requests': { type: 'string', default: '2000000' },
       'interval-ms': { type: 'string', default: '0' },
+      samples: { type: 'boolean', default: false },
     },
   });
   const seconds = Number(values.seconds);
@@ -435,6 +438,7 @@ if (isMain(SELF)) {
       maxRequests,
       300,
       Number(values['interval-ms']),
+      values.samples,
     );
     process.stdout.write(JSON.stringify(r) + '\n');
     process.exit(0);

@@ -6,7 +6,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { writeFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
-import { setPriority } from 'node:os';
 import { SluiceError, UsageError } from '../policies/errors.ts';
 import { validatePolicyFile } from '../policies/validate.ts';
 import { formatProblem, formatReport, reportJson } from '../policies/format.ts';
@@ -23,6 +22,7 @@ import type { StoredEvent, BlockedVerdict } from './events.ts';
 import { BLOCKED_VERDICTS } from './events.ts';
 import { IFNAME_RE, type Management, type Problem } from '../policies/types.ts';
 import { parseCidr } from '../policies/cidr.ts';
+import { planPlacement, runInBackground } from './sched.ts';
 
 export const EXIT_OK = 0;
 export const EXIT_INVALID = 1;
@@ -47,6 +47,8 @@ Gateway (talks to the daemon over its unix socket in the state dir):
                                          ulogd2 too; --mgmt-* keep management reachable when no policy is recorded
        [--log-max-bytes 512M] [--log-max-age 30d]
                                          blocked-traffic log retention (or SLUICE_LOG_MAX_BYTES, SLUICE_LOG_MAX_AGE)
+       [--cpus auto|all|LIST]            CPUs for the daemon and its filters (SLUICE_DAEMON_CPUS); auto: all
+                                         but the last when there are 2 or more, which the UI takes
   apply FILE [--confirm-within S] [--comment T]
                                          validate, compile, check and load atomically; without confirm in S seconds it rolls back
   confirm                                keep the applied version
@@ -68,9 +70,10 @@ Install (docs/install.md):
                                          (sluice-boot.service, before any interface comes up)
 
 Web UI:
-  ui [--listen 127.0.0.1:8443] [--tls-cert F --tls-key F] [--public-origin URL ...]
+  ui [--listen 127.0.0.1:8443] [--tls-cert F --tls-key F] [--public-origin URL ...] [--cpus auto|all|LIST]
                                          run the web UI and JSON API as its own process (HTTPS with a generated
-                                         self-signed certificate unless given; plain HTTP only on loopback)
+                                         self-signed certificate unless given; plain HTTP only on loopback);
+                                         idle CPU class, on the last CPU by default (SLUICE_UI_CPUS)
   user add NAME --role admin|integrator|operator|auditor [--password-stdin]
   user remove NAME | user list           UI accounts (the password is prompted for, or read from stdin)
 
@@ -210,6 +213,7 @@ const run: Handler = async (args, io) => {
       'ui-listen': { type: 'string' },
       'log-max-bytes': { type: 'string' },
       'log-max-age': { type: 'string' },
+      cpus: { type: 'string' },
     },
     { min: 0, max: 0, names: 'no arguments' },
   );
@@ -232,7 +236,11 @@ const run: Handler = async (args, io) => {
       mgmtAllow,
       values['ui-listen'] ?? io.env['SLUICE_UI_LISTEN'],
     );
+  // The filters keep CPUs of their own, away from the UI's (gateway/sched.ts says why).
+  const place = await planPlacement('daemon', values.cpus ?? io.env['SLUICE_DAEMON_CPUS']);
   await runDaemon(opts);
+  const placed = await place();
+  if (placed !== undefined) io.stderr(`sluice run: ${placed}\n`);
   // The daemon keeps the event loop alive until a signal stops it; exit code is set there.
   return await new Promise<number>(() => undefined);
 };
@@ -686,6 +694,7 @@ const ui: Handler = async (args, io) => {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'public-origin': { type: 'string', multiple: true },
+      cpus: { type: 'string' },
     },
     { min: 0, max: 0, names: 'no arguments' },
   );
@@ -711,13 +720,10 @@ const ui: Handler = async (args, io) => {
     opts.tls = { cert: await readPem(cert, 'certificate'), key: await readPem(key, 'key') };
   }
   if (values['public-origin'] !== undefined) opts.publicOrigins = values['public-origin'];
-  // Lowest CPU priority: the filters come first on a gateway (availability), so a flood of browsers may
-  // slow the UI but must not starve the protocol filters.
-  try {
-    setPriority(0, 19);
-  } catch {
-    // not permitted (e.g. already niced further): run as is
-  }
+  // The filters come first on a gateway (availability): a flood of browsers may slow the UI but must not
+  // delay a Modbus poll, so the UI runs in the idle scheduling class on a CPU of its own (gateway/sched.ts
+  // says why). A bad --cpus fails here, before anything starts; the placement itself follows startup.
+  const place = await planPlacement('ui', values.cpus ?? io.env['SLUICE_UI_CPUS']);
   let running: Awaited<ReturnType<typeof startUi>>;
   try {
     running = await startUi(opts);
@@ -727,6 +733,11 @@ const ui: Handler = async (args, io) => {
       throw new SluiceError('ui.listen', `cannot listen on ${values.listen}: ${code}`);
     throw err;
   }
+  // Only once the UI is up, so a command that fails early leaves its caller's scheduling alone.
+  const bg = await runInBackground();
+  if (!bg.ok) io.stderr(`sluice ui: running at nice 19 only (${bg.reason})\n`);
+  const placed = await place();
+  if (placed !== undefined) io.stderr(`sluice ui: ${placed}\n`);
   const stop = () => void running.close().then(() => process.exit(0));
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
