@@ -1,5 +1,6 @@
 /**
- * Modbus filter benchmark: `node bench/modbus.ts [--seconds 3] [--rounds 2] [--connections 1000]` (root).
+ * Modbus filter benchmark: `node bench/modbus.ts [--seconds 3] [--rounds 2] [--connections 1000]
+ * [--layout both|shared|split]` (root).
  *
  * In one lab (network namespaces `slcMb-*`, real nft), a load generator in the HMI zone drives
  * Read Holding Registers (10 registers) in closed loops — each master one persistent connection with one
@@ -11,7 +12,10 @@
  * With 1 and 50 concurrent masters it reports requests/s and p50/p99 latency, then the ratios against the
  * goals (≥ 0.90× throughput at 50 masters, p99 ≤ 1.3×). Finally it opens 1,000 connections through the
  * filter (each completes one request, then stays open) and reports the filter process's RSS (goal ≤ 96 MB).
- * Scenarios alternate plain/filter per round so drift on a shared machine hits both paths alike.
+ * Scenarios alternate plain/filter per round so drift on a shared machine hits both paths alike. Every scenario
+ * runs in two CPU layouts: shared (nothing pinned: the proxy competes with the load generator and the PLC
+ * stand-in for both cores, the worst case) and split (the filter on the CPUs the daemon takes on a gateway,
+ * the stand-ins for the other machines on the rest).
  *
  * Every loop is bounded (time and request count); the lab is removed at the end, also on failure.
  * The same file is the load generator: `--master` and `--hold` modes run inside the client namespace.
@@ -24,6 +28,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { Nft } from '../gateway/nft.ts';
+import { allowedCpus, cpuPlan, formatCpuList, pinCpus } from '../gateway/sched.ts';
 import { labUp, type Lab } from '../test/lab/topology.ts';
 import {
   aggregate,
@@ -279,7 +284,16 @@ async function filterHost(dir: string): Promise<{ script: string; note: string }
   return { script, note: 'compiled JavaScript (dist/ was stale: built into a temporary directory)' };
 }
 
+interface Layout {
+  name: 'shared' | 'split';
+  note: string;
+  /** CPUs of the filter process and of the master + PLC stand-ins; unset: all allowed. */
+  gw?: readonly number[];
+  peers?: readonly number[];
+}
+
 interface Options {
+  layout: 'shared' | 'split' | 'both';
   seconds: number;
   rounds: number;
   connections: number;
@@ -363,44 +377,92 @@ async function orchestrate(o: Options): Promise<number> {
         throw new Error(`sanity run on port ${port} failed: ${JSON.stringify(s)}`);
     }
 
-    const results = await runRounds(
-      o.rounds,
-      SCENARIOS,
-      (sc) => sc.name,
-      (sc, p) => master(lab, PORTS[p], sc.masters, o, sc.intervalMs),
-      (round, sc, p, r) => console.error(roundLine(round, sc.name.padEnd(24), p, 'req/s', r)),
-    );
-    const rssAfter = await rssAfterLine(pid);
-
-    const get = (sc: Scenario, p: PathName): RunSummary => aggregate(results(sc, p));
-    const lines = [
-      '',
-      `Modbus filter benchmark: ${o.rounds} rounds × ${o.seconds} s per scenario and path; Read Holding Registers ×10.`,
-      `plain = nftables forward only; filter = Modbus filter (redirect + proxy + inspection); relay = same proxy, no inspection.`,
-      `Filter process: ${host.note}.`,
-      '',
-      'scenario                  path        req/s     p50 ms     p99 ms  errors',
-    ];
-    for (const sc of SCENARIOS) {
-      for (const p of PATH_ORDER) lines.push(tableRow(sc.name.padEnd(25), p, get(sc, p)));
-    }
-    lines.push('');
-    const ratios: Record<string, { tput: number; p99: number }> = {};
-    for (const sc of SCENARIOS) {
-      const pl = get(sc, 'plain');
-      const fi = get(sc, 'filter');
-      const re = get(sc, 'relay');
-      ratios[sc.name] = { tput: fi.rps / pl.rps, p99: fi.p99Ms / pl.p99Ms };
-      lines.push(
-        `ratios filter/plain, ${sc.name.padEnd(24)} throughput ${(fi.rps / pl.rps).toFixed(2)}×  p50 ${(fi.p50Ms / pl.p50Ms).toFixed(2)}×  p99 ${(fi.p99Ms / pl.p99Ms).toFixed(2)}×   (filter/relay throughput ${(fi.rps / re.rps).toFixed(2)}×)`,
+    // Two CPU layouts, in the same run. shared: nothing pinned, the proxy, the load generator and the PLC
+    // stand-in compete for every core (the worst case). split: the filter on the CPUs the daemon takes on a
+    // gateway (gateway/sched.ts: all but the last), the master and the PLC stand-in on the rest, as if they
+    // were the other machines they stand for. Plain forwarding happens in the senders' softirq context, so in
+    // split it runs on the endpoints' CPU; the filter's extra hop crosses CPUs (expensive wake-ups in a VM).
+    const allowed = (await allowedCpus()) ?? [];
+    const gwCpus = cpuPlan('daemon', allowed);
+    const peerCpus = gwCpus === undefined ? undefined : allowed.filter((c) => !gwCpus.includes(c));
+    const echoPid = echo.pid;
+    if (echoPid === undefined) throw new Error('echo server has no pid');
+    const layouts: Layout[] = [{ name: 'shared', note: `all on CPU ${formatCpuList(allowed)}` }];
+    if (o.layout !== 'shared' && gwCpus !== undefined && peerCpus !== undefined && peerCpus.length > 0)
+      layouts.push({
+        name: 'split',
+        note: `filter on CPU ${formatCpuList(gwCpus)}, master and PLC on CPU ${formatCpuList(peerCpus)}`,
+        gw: gwCpus,
+        peers: peerCpus,
+      });
+    if (o.layout === 'split') layouts.shift();
+    if (layouts.length === 0) throw new Error('--layout split needs two or more CPUs');
+    const place = async (cpus: readonly number[], pids: number[]) => {
+      for (const p of pids) {
+        const r = await pinCpus(cpus, p);
+        if (!r.ok) throw new Error(r.reason);
+      }
+    };
+    const byLayout = new Map<string, (sc: Scenario, p: PathName) => MasterResult[]>();
+    for (const layout of layouts) {
+      // The masters are started by this process, so they inherit its affinity.
+      await place(layout.gw ?? allowed, [pid]);
+      await place(layout.peers ?? allowed, [echoPid, process.pid]);
+      byLayout.set(
+        layout.name,
+        await runRounds(
+          o.rounds,
+          SCENARIOS,
+          (sc) => sc.name,
+          (sc, p) => master(lab, PORTS[p], sc.masters, o, sc.intervalMs),
+          (round, sc, p, r) =>
+            console.error(roundLine(round, `${layout.name.padEnd(6)} ${sc.name.padEnd(24)}`, p, 'req/s', r)),
+        ),
       );
     }
-    const c50 = ratios['closed-loop, 50 masters'];
-    const p50 = ratios[`paced ${PACED_INTERVAL_MS} ms, 50 masters`];
+    await place(allowed, [pid, echoPid, process.pid]);
+    const rssAfter = await rssAfterLine(pid);
+
+    const lines = [
+      '',
+      `Modbus filter benchmark: ${o.rounds} rounds × ${o.seconds} s per scenario, path and layout; Read Holding Registers ×10.`,
+      `plain = nftables forward only; filter = Modbus filter (redirect + proxy + inspection); relay = same proxy, no inspection.`,
+      `Filter process: ${host.note}.`,
+    ];
+    const goals: string[] = [];
+    for (const layout of layouts) {
+      const results = byLayout.get(layout.name);
+      if (results === undefined) continue;
+      const get = (sc: Scenario, p: PathName): RunSummary => aggregate(results(sc, p));
+      lines.push(
+        '',
+        `layout ${layout.name}: ${layout.note}`,
+        'scenario                  path        req/s     p50 ms     p99 ms  errors',
+      );
+      for (const sc of SCENARIOS) {
+        for (const p of PATH_ORDER) lines.push(tableRow(sc.name.padEnd(25), p, get(sc, p)));
+      }
+      lines.push('');
+      const ratios: Record<string, { tput: number; p99: number }> = {};
+      for (const sc of SCENARIOS) {
+        const pl = get(sc, 'plain');
+        const fi = get(sc, 'filter');
+        const re = get(sc, 'relay');
+        ratios[sc.name] = { tput: fi.rps / pl.rps, p99: fi.p99Ms / pl.p99Ms };
+        lines.push(
+          `ratios filter/plain, ${sc.name.padEnd(24)} throughput ${(fi.rps / pl.rps).toFixed(2)}×  p50 ${(fi.p50Ms / pl.p50Ms).toFixed(2)}×  p99 ${(fi.p99Ms / pl.p99Ms).toFixed(2)}×   (filter/relay throughput ${(fi.rps / re.rps).toFixed(2)}×)`,
+        );
+      }
+      const c50 = ratios['closed-loop, 50 masters'];
+      const p50 = ratios[`paced ${PACED_INTERVAL_MS} ms, 50 masters`];
+      goals.push(
+        `${layout.name}: goal throughput ≥ 0.90× at 50 masters: closed loop ${met((c50?.tput ?? 0) >= 0.9)}, paced ${met((p50?.tput ?? 0) >= 0.9)}`,
+        `${layout.name}: goal p99 ≤ 1.3× at 50 masters: closed loop ${met((c50?.p99 ?? Infinity) <= 1.3)}, paced ${met((p50?.p99 ?? Infinity) <= 1.3)}`,
+      );
+    }
     lines.push(
       '',
-      `goal throughput ≥ 0.90× at 50 masters: closed loop ${met((c50?.tput ?? 0) >= 0.9)}, paced ${met((p50?.tput ?? 0) >= 0.9)}`,
-      `goal p99 ≤ 1.3× at 50 masters: closed loop ${met((c50?.p99 ?? Infinity) <= 1.3)}, paced ${met((p50?.p99 ?? Infinity) <= 1.3)}`,
+      ...goals,
       `filter RSS: ${rssIdle.toFixed(1)} MB idle, ${rssHeld.toFixed(1)} MB with ${String(held.held)} open connections (${String(held.failed)} failed); goal ≤ 96 MB: ${met(rssHeld <= 96 && held.held === o.connections)}`,
       rssAfter,
     );
@@ -424,6 +486,7 @@ if (isMain(SELF)) {
       connections: { type: 'string', default: '1000' },
       'max-requests': { type: 'string', default: '2000000' },
       'interval-ms': { type: 'string', default: '0' },
+      layout: { type: 'string', default: 'both' },
       samples: { type: 'boolean', default: false },
     },
   });
@@ -445,7 +508,13 @@ if (isMain(SELF)) {
   } else if (values.hold) {
     await holdConnections(values.host, Number(values.port), Number(values.masters));
   } else {
+    const layout = values.layout;
+    if (layout !== 'shared' && layout !== 'split' && layout !== 'both') {
+      console.error(`bench/modbus.ts: --layout takes shared, split or both, not '${layout}'`);
+      process.exit(2);
+    }
     process.exitCode = await orchestrate({
+      layout,
       seconds,
       rounds: Number(values.rounds),
       connections: Number(values.connections),
