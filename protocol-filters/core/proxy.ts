@@ -577,7 +577,7 @@ class Connection {
     this.#updateFlow();
   }
 
-  /** Keeps one timer at the inspector's next deadline (if it has any). */
+  /** Keeps one timer at or before the inspector's next deadline (if it has any). */
   #updateDeadline(): void {
     if (this.#closing || this.#inspector.nextDeadline === undefined) return;
     let at: number | undefined;
@@ -587,11 +587,14 @@ class Connection {
       this.#inspectorFault(err);
       return;
     }
-    if (at === this.#deadlineAt) return;
-    clearTimeout(this.#deadlineTimer);
-    this.#deadlineTimer = undefined;
-    this.#deadlineAt = at;
+    // Lazy: a timer already armed at or before `at` stays (and one armed when nothing is due any more stays
+    // too); it may fire early, finds nothing due (the inspector decides by the clock) and re-arms. A poll
+    // loop moves the deadline on every request and answer, so re-arming each time would cost a
+    // clearTimeout + setTimeout pair twice per request for nothing.
     if (at === undefined) return;
+    if (this.#deadlineTimer !== undefined && this.#deadlineAt !== undefined && this.#deadlineAt <= at) return;
+    clearTimeout(this.#deadlineTimer);
+    this.#deadlineAt = at;
     this.#deadlineTimer = setTimeout(
       () => this.#hooks.guard(() => this.#onTimer()),
       Math.max(0, at - Date.now()),

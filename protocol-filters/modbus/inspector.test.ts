@@ -346,6 +346,23 @@ describe('ModbusInspector in a FlowProxy', () => {
     expect((await c.waitAnswers(3)).map(head)[2]).toEqual([4, 1, 3, 2]);
   });
 
+  it('times out a lost answer a full timeout after its own request, also when an earlier deadline was armed', async () => {
+    // The proxy keeps a deadline timer armed while later requests move the deadline on; the early firing
+    // must find nothing due, re-arm, and still expire the lost request, not before its own timeout.
+    const { client, events } = await setup({}, { requestTimeoutMs: 300 });
+    const c = await client();
+    c.send(readHolding(1, 0, 1));
+    expect((await c.waitAnswers(1)).map(head)).toEqual([[1, 1, 3, 2]]);
+    await new Promise((r) => setTimeout(r, 150));
+    const sentAt = performance.now();
+    c.send(readHolding(2, 998, 1), writeRegister(3, 500, 1));
+    const all = await c.waitAnswers(2, 2000);
+    const waited = performance.now() - sentAt;
+    expect(all.map(head)[1]).toEqual([3, 1, 0x86, 0x02]);
+    expect(waited).toBeGreaterThanOrEqual(290);
+    expect(events.map((e) => e.reason)).toEqual(['modbus.illegal-data-address', 'modbus.request-timeout']);
+  });
+
   it('still closes a malformed frame in monitor mode', async () => {
     const { device, client, events } = await setup({ mode: 'monitor' });
     const c = await client();
