@@ -36,6 +36,9 @@ describe('runInBackground', () => {
       const after = await threadPolicies(pid);
       expect(after.length).toBe(before.length);
       expect(after.every((p) => p === SCHED_IDLE)).toBe(true);
+      // Field 19 of /proc/PID/stat is the nice value.
+      const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+      expect(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]).toBe('19');
     } finally {
       child.kill();
     }

@@ -124,7 +124,7 @@ export async function startUi(opts: StartUiOptions): Promise<RunningUi> {
   const daemon: DaemonCall =
     opts.daemon ??
     ((method, params) =>
-      // Log queries run here, in the UI process (niced, its own unit), straight from the SQLite file (WAL
+      // Log queries run here, in the UI process (idle class, own unit), straight from the SQLite file (WAL
       // allows readers beside the daemon's writer): a flood of browsers then costs the UI's CPU, never the
       // daemon's event loop, which is also the one moving the protocol filters' bytes.
       method === 'logs.query' && logs.available()
