@@ -17,7 +17,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { gate, needsRoot } from './lab/gate.ts';
 import { startEcho, startStream, streamSurvived } from '../bench/apply.ts';
 import { ApplyEngine } from '../gateway/apply.ts';
 import { Nft } from '../gateway/nft.ts';
@@ -27,10 +28,7 @@ import type { Management } from '../policies/types.ts';
 import { tcpProbe } from './lab/netns.ts';
 import { labDown, labUp, type Lab } from './lab/topology.ts';
 
-const isRoot = process.getuid?.() === 0;
-const inCi = process.env.CI === 'true';
-if (!isRoot && !inCi) console.warn('test/apply.test.ts skipped: needs root for network namespaces and nft');
-const suite = isRoot || inCi ? describe : describe.skip;
+const { describe: suite } = gate('test/apply.test.ts', [needsRoot()]);
 
 const PREFIX = 'slcA';
 const MGMT_PORT = 8443;

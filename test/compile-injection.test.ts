@@ -6,6 +6,7 @@
 import { execa } from 'execa';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gate, needsFile, needsRoot, NFT_BINARY } from './lab/gate.ts';
 import { stringify } from 'yaml';
 import { Nft } from '../gateway/nft.ts';
 import { compilePolicy } from '../policies/compile.ts';
@@ -14,15 +15,7 @@ import { validatePolicyText } from '../policies/validate.ts';
 const NOW = new Date('2026-06-01T00:00:00Z');
 const NS = 'slcC-inj';
 
-const isRoot = process.getuid?.() === 0;
-const haveNft = await execa('nft', ['--version'], { reject: false }).then((r) => r.exitCode === 0);
-const canRunNft = isRoot && haveNft;
-if (!canRunNft) {
-  if (process.env.CI === 'true') throw new Error('compile-injection needs root and nft in CI');
-  console.warn(
-    `compile-injection: skipping the nft -c part: needs root (${String(isRoot)}) and nft (${String(haveNft)})`,
-  );
-}
+const nftGate = gate('test/compile-injection.test.ts', [needsRoot(), needsFile(NFT_BINARY, 'nft')]);
 
 /** The policy of issue 2, plus a tcp/udp flow, descriptions and a waiver: every kind of string field. */
 const BASE: Record<string, unknown> = {
@@ -212,12 +205,12 @@ describe('policy text cannot inject nftables statements', () => {
   let baseRuleset = '';
 
   beforeAll(async () => {
-    if (!canRunNft) return;
+    if (!nftGate.run) return;
     await execa('ip', ['netns', 'delete', NS], { reject: false });
     await execa('ip', ['netns', 'add', NS]);
   });
   afterAll(async () => {
-    if (canRunNft) await execa('ip', ['netns', 'delete', NS], { reject: false });
+    if (nftGate.run) await execa('ip', ['netns', 'delete', NS], { reject: false });
   });
 
   it('starts from a valid policy', () => {
@@ -261,7 +254,7 @@ describe('policy text cannot inject nftables statements', () => {
     );
   });
 
-  it.skipIf(!canRunNft)('nft -c accepts every ruleset that compiled', async () => {
+  nftGate.it('nft -c accepts every ruleset that compiled', async () => {
     const nft = new Nft({ netns: NS });
     outcome.rulesets.add(baseRuleset);
     for (const r of outcome.rulesets) await nft.check(r);

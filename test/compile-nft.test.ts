@@ -9,7 +9,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { ResultPromise } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { gate, needsFile, needsRoot, NFT_BINARY } from './lab/gate.ts';
 import { Nft } from '../gateway/nft.ts';
 import { compileFailClosed, compilePolicy } from '../policies/compile.ts';
 import { NftError } from '../policies/errors.ts';
@@ -22,15 +23,7 @@ const NOW = new Date('2026-06-01T00:00:00Z');
 const PREFIX = 'slcC-nft';
 const NS = { gw: `${PREFIX}-gw`, a: `${PREFIX}-a`, b: `${PREFIX}-b` };
 
-const isRoot = process.getuid?.() === 0;
-const haveNft = await execa('nft', ['--version'], { reject: false }).then((r) => r.exitCode === 0);
-const canRun = isRoot && haveNft;
-if (!canRun) {
-  if (process.env.CI === 'true') throw new Error('compile-nft integration tests need root and nft in CI');
-  console.warn(
-    `skipping test/compile-nft.test.ts: needs root (${String(isRoot)}) and nft (${String(haveNft)})`,
-  );
-}
+const nftGate = gate('test/compile-nft.test.ts', [needsRoot(), needsFile(NFT_BINARY, 'nft')]);
 
 async function ip(...args: string[]): Promise<void> {
   await execa('ip', args);
@@ -53,7 +46,7 @@ function policyFrom(text: string, file: string): Policy {
 const children: ResultPromise[] = [];
 
 beforeAll(async () => {
-  if (!canRun) return;
+  if (!nftGate.run) return;
   await removeStale();
   for (const ns of Object.values(NS)) {
     await ip('netns', 'add', ns);
@@ -87,12 +80,12 @@ afterAll(async () => {
     }
     await c.catch(() => undefined);
   }
-  if (canRun) await removeStale();
+  if (nftGate.run) await removeStale();
 });
 
 const nft = new Nft({ netns: NS.gw });
 
-describe.skipIf(!canRun)('compiled rulesets in a real kernel', () => {
+nftGate.describe('compiled rulesets in a real kernel', () => {
   const examples = readdirSync(examplesDir)
     .filter((f) => /\.ya?ml$/.test(f))
     .sort();
@@ -239,7 +232,7 @@ async function connect(ns: string, host: string, port: number): Promise<string> 
   return String(r.stdout).trim();
 }
 
-describe.skipIf(!canRun)('compiled semantics on the wire', () => {
+nftGate.describe('compiled semantics on the wire', () => {
   it('passes allowed flows, drops the rest, and sends DPI flows through the proxy listener only', async () => {
     const { ruleset, plan } = compilePolicy(policyFrom(LAB_POLICY, 'lab.yaml'));
     await nft.load(ruleset);

@@ -5,7 +5,8 @@
  * within 2 s, an unconfirmed apply rolls back by T + 2 s, a long-lived flow survives an apply, the
  * anti-lockout survives every apply, and a corrupt state dir boots fail-closed with management reachable.
  */
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { it, expect, beforeAll, afterAll } from 'vitest';
+import { gate, needsRoot } from './lab/gate.ts';
 import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,9 +16,7 @@ import { nsSpawn, startTcpEcho, tcpProbe, waitForTcpListen, type NsServer } from
 import { gatewayLab, pollLogs, sluice as sluiceIn, startGateway, type Gateway } from './lab/gateway.ts';
 
 const PREFIX = 'slcG';
-const isRoot = process.getuid?.() === 0;
-if (!isRoot && process.env['CI'] !== 'true')
-  console.warn('gateway-e2e: skipped, needs root for network namespaces');
+const lab_ = gate('test/gateway-e2e.test.ts', [needsRoot('network namespaces')]);
 
 const policy = (extra = '') => `version: 1
 gateway:
@@ -77,7 +76,7 @@ async function waitForLog(filter: string[], match: (e: Record<string, unknown>) 
   return (await pollLogs(stateDir, ['--since', '5m', ...filter], match, { timeoutMs: ms }))[0];
 }
 
-describe.skipIf(!isRoot && process.env['CI'] !== 'true')('gateway daemon in the lab', () => {
+lab_.describe('gateway daemon in the lab', () => {
   beforeAll(async () => {
     stateDir = await mkdtemp(join(tmpdir(), 'sluice-e2e-'));
     lab = await gatewayLab(PREFIX, [

@@ -4,6 +4,7 @@
  * but the state, and the early unit loads a ruleset (here: inside a throwaway network namespace).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { gate, needsRoot } from './lab/gate.ts';
 import { execa } from 'execa';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
@@ -16,8 +17,7 @@ const REPO = path.resolve(import.meta.dirname, '..');
 const UNITS = ['sluice-boot.service', 'sluice-ulogd.service', 'sluice.service', 'sluice-ui.service'];
 const NS = 'sinst-boot';
 const isRoot = process.getuid?.() === 0;
-const mustRun = process.env['CI'] === 'true' || isRoot;
-if (!mustRun) console.warn('install.test: not root, skipping the namespace boot-ruleset test');
+const boot = gate('test/install.test.ts (boot-ruleset test)', [needsRoot('a network namespace')]);
 
 let dest: string;
 /** stderr of the first install (the only one that may print the backup key). */
@@ -266,7 +266,7 @@ describe('make install into a DESTDIR', () => {
 });
 
 describe('sluice boot-ruleset', () => {
-  it.runIf(mustRun)('loads the fail-closed ruleset on an empty state dir (in a namespace)', async () => {
+  boot.it('loads the fail-closed ruleset on an empty state dir (in a namespace)', async () => {
     await execa('ip', ['netns', 'del', NS], { reject: false });
     await execa('ip', ['netns', 'add', NS]);
     const state = await mkdtemp(path.join(tmpdir(), 'sluice-bootstate-'));

@@ -3,6 +3,7 @@
  * gateway namespace (empty ruleset), leaves the host's own interfaces alone, and `down` removes all of it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gate, needsRoot } from './lab/gate.ts';
 import {
   addNetns,
   havePing,
@@ -22,8 +23,7 @@ import { generatePolicy, generatePolicyModel } from '../bench/gen-policy.ts';
 import { validatePolicyText } from '../policies/validate.ts';
 
 const PREFIX = 'slcL';
-const canRun = process.getuid?.() === 0 || process.env.CI === 'true';
-if (!canRun) console.warn('lab-netns.test.ts: skipped: network namespaces need root');
+const root = gate('test/lab-netns.test.ts', [needsRoot('network namespaces')]);
 
 const SPEC: LabSpec = {
   prefix: PREFIX,
@@ -143,7 +143,7 @@ describe('bench policy generator', () => {
   });
 });
 
-describe.skipIf(!canRun)('lab in network namespaces', () => {
+root.describe('lab in network namespaces', () => {
   let lab: Lab | undefined;
   let hostLinksBefore: string[] = [];
   const servers: NsServer[] = [];

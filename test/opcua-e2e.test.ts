@@ -13,18 +13,15 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { gate, needsRoot } from './lab/gate.ts';
 import type { OpcuaSessionResult, OpcuaSessionScript, OpcuaStep } from './lab/opcua-client.ts';
 import { gatewayLab, pollLogs, ROOT, sluice as sluiceIn, startGateway } from './lab/gateway.ts';
 import { waitForTcpListen } from './lab/netns.ts';
 import type { Lab } from './lab/topology.ts';
 import { follow, type Line } from './lab/follow.ts';
 
-const isRoot = process.getuid?.() === 0;
-const inCi = process.env.CI === 'true';
-if (!isRoot && !inCi)
-  console.warn('test/opcua-e2e.test.ts skipped: needs root for network namespaces and nft');
-const suite = isRoot || inCi ? describe : describe.skip;
+const { describe: suite } = gate('test/opcua-e2e.test.ts', [needsRoot()]);
 
 const PREFIX = 'slcO';
 const HMI = '10.236.1.10';

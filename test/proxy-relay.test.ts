@@ -17,16 +17,13 @@ import { follow, type Follower as Lines } from './lab/follow.ts';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { gate, needsRoot } from './lab/gate.ts';
 import { Nft } from '../gateway/nft.ts';
 import type { ProxyPlanEntry } from '../policies/types.ts';
 import { addNetns, delNetns, ip, nsExec, nsSpawn, nsSysctl, removeStale, type Spawned } from './lab/netns.ts';
 
-const isRoot = process.getuid?.() === 0;
-const inCi = process.env.CI === 'true';
-if (!isRoot && !inCi)
-  console.warn('test/proxy-relay.test.ts skipped: needs root for network namespaces and nft');
-const suite = isRoot || inCi ? describe : describe.skip;
+const { describe: suite } = gate('test/proxy-relay.test.ts', [needsRoot()]);
 
 const PREFIX = 'slcP';
 const NS_C = `${PREFIX}-c`;

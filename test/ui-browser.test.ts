@@ -6,9 +6,9 @@
  * back, lab traffic shown as blocked events, click-to-filter, the proposed allow rule. Screenshots of each page
  * go to test-output/screenshots/.
  */
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { it, expect, beforeAll, afterAll } from 'vitest';
+import { gate, needsFile, needsRoot } from './lab/gate.ts';
 import { mkdtemp, rm, mkdir } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -23,12 +23,10 @@ import { startUi, type RunningUi } from '../web-ui/server.ts';
 
 const PREFIX = 'slcW';
 const CHROMIUM = '/usr/bin/chromium';
-const isRoot = process.getuid?.() === 0;
-const canRun = isRoot && existsSync(CHROMIUM);
-if (!canRun && process.env['CI'] !== 'true')
-  console.warn(
-    'ui-browser: skipped, needs root (network namespaces) and /usr/bin/chromium (apt-get install chromium)',
-  );
+const uiGate = gate('test/ui-browser.test.ts', [
+  needsRoot('network namespaces'),
+  needsFile(CHROMIUM, 'Debian chromium'),
+]);
 const SHOTS = join(import.meta.dirname, '../test-output/screenshots');
 const PASSWORD = 'plant admin passphrase';
 
@@ -71,7 +69,7 @@ async function setEditor(text: string): Promise<void> {
   await page.locator('#editor').fill(text);
 }
 
-describe.skipIf(!canRun && process.env['CI'] !== 'true')('web UI in Chromium against a lab gateway', () => {
+uiGate.describe('web UI in Chromium against a lab gateway', () => {
   beforeAll(async () => {
     await mkdir(SHOTS, { recursive: true });
     stateDir = await mkdtemp(join(tmpdir(), 'sluice-ui-e2e-'));

@@ -13,7 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { gate, needsFile, needsRoot } from './lab/gate.ts';
 import type { BlockedEvent } from '../gateway/events.ts';
 import { LogStore } from '../gateway/logstore.ts';
 import { Nft } from '../gateway/nft.ts';
@@ -26,16 +27,11 @@ import {
 } from '../gateway/ulogd.ts';
 import { formatLogPrefix } from '../policies/compile.ts';
 
-const isRoot = process.getuid?.() === 0;
-const inCi = process.env.CI === 'true';
-const haveUlogd = findUlogdPluginDir() !== undefined && existsSync('/usr/sbin/ulogd');
-const canRun = isRoot && haveUlogd;
-if (!canRun && !inCi) {
-  console.warn(
-    `test/ulogd.test.ts skipped: ${isRoot ? 'ulogd2/ulogd2-json are not installed' : 'needs root for network namespaces, nft and ulogd'}`,
-  );
-}
-const suite = canRun || inCi ? describe : describe.skip;
+const { describe: suite } = gate('test/ulogd.test.ts', [
+  needsRoot('network namespaces, nft and ulogd'),
+  findUlogdPluginDir() === undefined && 'the ulogd2 and ulogd2-json packages (plugin directory)',
+  needsFile('/usr/sbin/ulogd', 'ulogd2'),
+]);
 
 const NS = 'slcU-ulogd';
 const GROUP = 37;
