@@ -17,7 +17,7 @@ import {
 } from './compile.ts';
 import { SluiceError } from './errors.ts';
 import type { Conduit, Policy } from './types.ts';
-import { validatePolicyText } from './validate.ts';
+import { OPCUA_DEFAULTS, validatePolicyText } from './validate.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const examplesDir = join(here, '..', 'examples');
@@ -240,7 +240,8 @@ describe('compilePolicy structure', () => {
       upstream: { family: 4 },
     });
     expect(plan.entries[0]?.modbus?.rules[0]?.functions).toEqual([3]);
-    expect(plan.entries[3]?.opcua?.securityModes).toBeDefined();
+    // No opcua section in the policy: the plan carries validation's defaults, not an empty spec.
+    expect(plan.entries[3]).toMatchObject({ flow: 'ua', protocol: 'opcua', opcua: OPCUA_DEFAULTS });
     expect(setBlock(ruleset, 'f_hmi-to-plc_poll_r4')).toContain(
       `elements = { 10.2.0.20 . 502 : ${p20}, 10.2.0.21 . 502 : ${p21} }`,
     );

@@ -22,6 +22,7 @@
  */
 import { ICMP_TYPES_V4, ICMP_TYPES_V6 } from './icmp.ts';
 import { normaliseCidrSet, parseCidr, parseIp } from './cidr.ts';
+import { mergeRanges } from './ranges.ts';
 import { SluiceError } from './errors.ts';
 import { DEFAULT_COMPILE_OPTIONS, IFNAME_RE, NAME_RE } from './types.ts';
 import type {
@@ -218,22 +219,12 @@ function ofFamily(list: readonly Cidr[], f: IpFamily): Cidr[] {
   return normaliseCidrSet(list.map(checkedCidr).filter((c) => c.family === f));
 }
 
-/** Sorted, merged (overlapping or adjacent joined) port ranges: interval sets refuse overlaps. */
-function mergeRanges(ranges: readonly Range[]): Range[] {
-  const sorted = ranges
-    .map((r) => ({ start: assertPort(r.start), end: assertPort(r.end) }))
-    .map((r) => {
-      if (r.start > r.end) throw unsafe(`port range ${r.start}-${r.end}`);
-      return r;
-    })
-    .sort((a, b) => a.start - b.start || a.end - b.end);
-  const out: Range[] = [];
-  for (const r of sorted) {
-    const last = out[out.length - 1];
-    if (last !== undefined && r.start <= last.end + 1) last.end = Math.max(last.end, r.end);
-    else out.push({ ...r });
+/** Whitelisted, sorted, merged (overlapping or adjacent joined) port ranges: interval sets refuse overlaps. */
+function mergePortRanges(ranges: readonly Range[]): Range[] {
+  for (const r of ranges) {
+    if (assertPort(r.start) > assertPort(r.end)) throw unsafe(`port range ${r.start}-${r.end}`);
   }
-  return out;
+  return mergeRanges(ranges);
 }
 
 function portElement(r: Range): string {
@@ -437,7 +428,7 @@ interface DpiTarget {
 }
 
 function dpiTargets(flow: Flow): DpiTarget[] {
-  const ports = mergeRanges(flow.ports);
+  const ports = mergePortRanges(flow.ports);
   if (ports.length === 0) {
     throw new SluiceError('compile.dpi-no-port', `flow ${flow.name}: a ${flow.protocol} flow needs a port`, {
       userError: false,
@@ -660,7 +651,7 @@ export function compilePolicy(policy: Policy, options?: Partial<CompileOptions>)
       const proto = flow.protocol;
       if (proto !== 'tcp' && proto !== 'udp' && proto !== 'icmp')
         throw unsafe(`protocol ${JSON.stringify(proto)}`);
-      const ports = proto === 'icmp' ? [] : mergeRanges(flow.ports);
+      const ports = proto === 'icmp' ? [] : mergePortRanges(flow.ports);
       let portSet: string | undefined;
       if (ports.length > 0) {
         portSet = ident('f', k.name, flow.name, 'p');

@@ -6,7 +6,7 @@
  * expiry) documents the accepted risk — the brownfield way 62443 expects: where a countermeasure cannot be
  * applied yet, say why and until when.
  */
-import { modbusFunctionName } from './modbus-functions.ts';
+import { MODBUS_WRITE_FUNCTIONS, modbusFunctionName } from './modbus-functions.ts';
 import type { Conduit, DocPath, Flow, LintFinding, Policy, Waiver, Zone } from './types.ts';
 
 export type LintSeverity = 'error' | 'warning';
@@ -89,12 +89,6 @@ export const LINT_RULES: ReadonlyArray<LintRule> = [
 ];
 
 const RULE_BY_ID: ReadonlyMap<string, LintRule> = new Map(LINT_RULES.map((r) => [r.id, r]));
-
-/**
- * Modbus function codes that change PLC state: 5, 6, 15, 16 write coils/registers; 21 writes file records;
- * 22 masks a register; 23 reads and writes in one request (so it is a write too).
- */
-const MODBUS_WRITE_FUNCTIONS: ReadonlySet<number> = new Set([5, 6, 15, 16, 21, 22, 23]);
 
 /** A finding before waivers are applied, with the sort key that makes the output order deterministic. */
 interface Draft {
@@ -225,10 +219,6 @@ function slSkip(conduit: Conduit, from: Zone, to: Zone, conduitPath: DocPath): L
 }
 
 /**
- * any-port — derived from 62443-3-3 SR 5.2 RE1 (deny by default, allow by exception), required from SL 2 on:
- * hence an error into SL-T ≥ 2 and a warning below.
- */
-/**
  * A port set this wide is "any port" in effect: `0-65535`, `1-65535` or `1024-65535` (all but the well-known
  * ports) would otherwise slip past the rule that only looked for a missing `port`.
  */
@@ -250,6 +240,10 @@ function portsCovered(ranges: readonly { start: number; end: number }[]): number
   return count;
 }
 
+/**
+ * any-port — derived from 62443-3-3 SR 5.2 RE1 (deny by default, allow by exception), required from SL 2 on:
+ * hence an error into SL-T ≥ 2 and a warning below.
+ */
 function anyPort(conduit: Conduit, to: Zone, flow: Flow, flowPath: DocPath): LintFinding | undefined {
   if (flow.protocol !== 'tcp' && flow.protocol !== 'udp') return undefined;
   const covered = flow.ports.length === 0 ? 65535 : portsCovered(flow.ports);

@@ -4,15 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadPolicyFile, parsePolicyText } from './load.ts';
 import type { LoadResult, PolicyDocument } from './load.ts';
-
-/** 1-based line/column of the n-th occurrence (from 1) of `needle` in `text`. */
-function posOf(text: string, needle: string, n = 1): { line: number; column: number } {
-  let i = -1;
-  for (let k = 0; k < n; k++) i = text.indexOf(needle, i + 1);
-  if (i < 0) throw new Error(`test setup: ${needle} not in text`);
-  const before = text.slice(0, i);
-  return { line: before.split('\n').length, column: i - before.lastIndexOf('\n') };
-}
+import { posOf } from './test-helpers.ts';
 
 function ok(r: LoadResult): PolicyDocument {
   if (!r.ok) throw new Error(`expected to load: ${JSON.stringify(r.problems)}`);

@@ -148,7 +148,8 @@ function findBadKeys(doc: AnyDoc): { offset: number; code: string; message: stri
   return out;
 }
 
-function offsetOrder(a: Problem, b: Problem): number {
+/** Source order (line, then column) of problems; problems without a position come first. */
+export function byPosition(a: Problem, b: Problem): number {
   return (
     (a.position?.line ?? 0) - (b.position?.line ?? 0) || (a.position?.column ?? 0) - (b.position?.column ?? 0)
   );
@@ -189,7 +190,7 @@ export function parsePolicyText(text: string, file: string): LoadResult {
     for (const bad of findBadKeys(doc))
       problems.push(syntaxProblem(file, lc, bad.code, bad.message, bad.offset));
   }
-  if (problems.length > 0) return { ok: false, problems: problems.sort((a, b) => offsetOrder(a, b)) };
+  if (problems.length > 0) return { ok: false, problems: problems.sort(byPosition) };
   let data: unknown;
   try {
     data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });

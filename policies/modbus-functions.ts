@@ -40,6 +40,12 @@ export const MODBUS_USER_DEFINED_RANGES: readonly (readonly [number, number])[] 
 ];
 
 /**
+ * Modbus function codes that change PLC state: 5, 6, 15, 16 write coils/registers; 21 writes file records;
+ * 22 masks a register; 23 reads and writes in one request (so it is a write too). The lint's notion of "write".
+ */
+export const MODBUS_WRITE_FUNCTIONS: ReadonlySet<number> = new Set([5, 6, 15, 16, 21, 22, 23]);
+
+/**
  * Functions that write register or coil values: the only ones a `values` bound applies to, because only
  * their requests carry values the proxy can check. (write-file-record writes files, not values.)
  */

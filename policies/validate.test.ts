@@ -1,28 +1,20 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { parsePolicyText } from './load.ts';
+import { mergeRanges } from './ranges.ts';
 import {
   OPCUA_DEFAULTS,
   isIsoDate,
   isNodeIdPattern,
-  mergeRanges,
   validatePolicy,
   validatePolicyText,
 } from './validate.ts';
 import type { ValidationResult } from './validate.ts';
 import type { DocPath, Problem } from './types.ts';
+import { posOf } from './test-helpers.ts';
 
 const NOW = new Date('2026-12-01T12:00:00Z');
 const FILE = 'p.yaml';
-
-/** 1-based line/column of the n-th occurrence (from 1) of `needle` in `text`. */
-function posOf(text: string, needle: string, n = 1): { line: number; column: number } {
-  let i = -1;
-  for (let k = 0; k < n; k++) i = text.indexOf(needle, i + 1);
-  if (i < 0) throw new Error(`test setup: ${needle} not in text`);
-  const before = text.slice(0, i);
-  return { line: before.split('\n').length, column: i - before.lastIndexOf('\n') };
-}
 
 const HEAD = `version: 1
 gateway:

@@ -23,9 +23,10 @@ import {
 } from './cidr.ts';
 import { quote } from './format.ts';
 import { lintPolicy } from './lint.ts';
-import type { PolicyDocument } from './load.ts';
-import { loadPolicyFile, parsePolicyText } from './load.ts';
+import type { LoadResult, PolicyDocument } from './load.ts';
+import { byPosition, loadPolicyFile, parsePolicyText } from './load.ts';
 import { MODBUS_FUNCTIONS, MODBUS_VALUE_WRITE_FUNCTIONS, modbusFunctionCode } from './modbus-functions.ts';
+import { mergeRanges } from './ranges.ts';
 import { DEFAULT_LOG_RATE, DEFAULT_MANAGEMENT_PORTS, POLICY_SCHEMA } from './schema.ts';
 import type { JsonSchema } from './schema.ts';
 import { NAME_RE, OPCUA_SECURITY_POLICIES, OPCUA_SERVICE_GROUPS } from './types.ts';
@@ -441,7 +442,7 @@ function parseRange(sink: Sink, value: unknown, path: DocPath, check: RangeCheck
   return { start, end };
 }
 
-/** A number, `a-b`, or a list of those → merged, sorted ranges; undefined when nothing valid is there. */
+/** A number, `a-b`, or a list of those → merged, sorted ranges; empty when nothing valid is there. */
 function parseRanges(sink: Sink, value: unknown, path: DocPath, check: RangeCheck): Range[] {
   const items: [unknown, DocPath][] = Array.isArray(value)
     ? value.map((v, i) => [v, [...path, i]] as [unknown, DocPath])
@@ -452,18 +453,6 @@ function parseRanges(sink: Sink, value: unknown, path: DocPath, check: RangeChec
     if (r) out.push(r);
   }
   return mergeRanges(out);
-}
-
-/** Sorted, with overlapping and adjacent ranges merged (nft interval sets refuse overlaps). */
-export function mergeRanges(list: readonly Range[]): Range[] {
-  const sorted = [...list].sort((a, b) => a.start - b.start || a.end - b.end);
-  const out: Range[] = [];
-  for (const r of sorted) {
-    const last = out[out.length - 1];
-    if (last !== undefined && r.start <= last.end + 1) last.end = Math.max(last.end, r.end);
-    else out.push({ ...r });
-  }
-  return out;
 }
 
 function uniqueStrings<T extends string>(list: readonly T[]): T[] {
@@ -479,13 +468,21 @@ export function isIsoDate(text: string): boolean {
   return date.getUTCFullYear() === y && date.getUTCMonth() === mo - 1 && date.getUTCDate() === d;
 }
 
-// ---------------------------------------------------------------------------------------- the main pass
-
-interface Built {
-  policy: Policy;
+/**
+ * True when `c` lies outside the (known) zone's networks. A zone with a network that did not parse is never
+ * judged: "outside the zone" would be a consequence of that error, not a finding of its own.
+ */
+function isOutsideZone(c: Cidr, zone: Zone | undefined, unsureZones: ReadonlySet<string>): zone is Zone {
+  return zone !== undefined && !unsureZones.has(zone.name) && !zone.networks.some((n) => cidrContains(n, c));
 }
 
-function buildPolicy(data: unknown, sink: Sink): Built {
+function networksText(zone: Zone): string {
+  return zone.networks.map((n) => n.text).join(', ') || 'no networks';
+}
+
+// ---------------------------------------------------------------------------------------- the main pass
+
+function buildPolicy(data: unknown, sink: Sink): Policy {
   // --- gateway
   const gw = get(data, 'gateway');
   const mgmt = get(gw, 'management');
@@ -592,15 +589,11 @@ function buildPolicy(data: unknown, sink: Sink): Built {
       const c = parseCidrAt(sink, v, p, 'address');
       if (!c) return;
       addresses.push(c);
-      if (
-        zone !== undefined &&
-        !unsureZones.has(zone.name) &&
-        !zone.networks.some((n) => cidrContains(n, c))
-      ) {
+      if (isOutsideZone(c, zone, unsureZones)) {
         sink.add(
           'semantic.asset-outside-zone',
           p,
-          `address ${c.text} of asset ${quote(name)} is outside zone ${quote(zone.name)} (${zone.networks.map((n) => n.text).join(', ') || 'no networks'})`,
+          `address ${c.text} of asset ${quote(name)} is outside zone ${quote(zone.name)} (${networksText(zone)})`,
         );
       }
     });
@@ -708,18 +701,16 @@ function buildPolicy(data: unknown, sink: Sink): Built {
   });
 
   return {
-    policy: {
-      version: 1,
-      gateway: {
-        name: str(get(gw, 'name')) ?? '',
-        management: { interface: mgmtInterface, allowFrom: normaliseCidrSet(allowFrom), ports: mgmtPorts },
-      },
-      defaults: { logRate },
-      zones,
-      assets,
-      conduits,
-      waivers,
+    version: 1,
+    gateway: {
+      name: str(get(gw, 'name')) ?? '',
+      management: { interface: mgmtInterface, allowFrom: normaliseCidrSet(allowFrom), ports: mgmtPorts },
     },
+    defaults: { logRate },
+    zones,
+    assets,
+    conduits,
+    waivers,
   };
 }
 
@@ -748,12 +739,10 @@ function buildEndpoint(
   value: unknown,
   path: DocPath,
   side: 'from' | 'to',
-  zone: Zone | undefined,
-  assets: Map<string, Asset>,
-  knownZones: Map<string, Zone>,
-  unsureZones: Set<string>,
-  perRef: (refPath: DocPath, ref: string, addresses: Cidr[]) => void,
+  ctx: FlowContext,
+  perRef?: (refPath: DocPath, ref: string, addresses: Cidr[]) => void,
 ): Endpoint {
+  const zone = side === 'from' ? ctx.fromZone : ctx.toZone;
   if (value === undefined) return { refs: [], addresses: zone ? zone.networks : [] };
   const refs: string[] = [];
   const all: Cidr[] = [];
@@ -766,27 +755,23 @@ function buildEndpoint(
     if (/[.:]/.test(ref)) {
       const c = parseCidrAt(sink, ref, p, 'address or CIDR');
       if (!c) return;
-      if (
-        zone !== undefined &&
-        !unsureZones.has(zone.name) &&
-        !zone.networks.some((n) => cidrContains(n, c))
-      ) {
+      if (isOutsideZone(c, zone, ctx.unsureZones)) {
         sink.add(
           'semantic.endpoint-outside-zone',
           p,
-          `${c.text} is not inside the conduit's ${side}-zone ${quote(zone.name)} (${zone.networks.map((n) => n.text).join(', ') || 'no networks'})`,
+          `${c.text} is not inside the conduit's ${side}-zone ${quote(zone.name)} (${networksText(zone)})`,
         );
         return;
       }
       addresses = [c];
     } else if (NAME_RE.test(ref)) {
-      const asset = assets.get(ref);
+      const asset = ctx.assets.get(ref);
       if (asset === undefined) {
         sink.add('semantic.unknown-asset', p, `unknown asset ${quote(ref)}`);
         return;
       }
       // An asset of an unknown zone was reported at the asset; repeating it here would add nothing.
-      if (zone !== undefined && asset.zone !== zone.name && knownZones.has(asset.zone)) {
+      if (zone !== undefined && asset.zone !== zone.name && ctx.zones.has(asset.zone)) {
         sink.add(
           'semantic.endpoint-outside-zone',
           p,
@@ -799,7 +784,7 @@ function buildEndpoint(
       sink.add('semantic.invalid-endpoint', p, `${quote(ref)} is neither an asset name nor an address`);
       return;
     }
-    perRef(p, ref, addresses);
+    perRef?.(p, ref, addresses);
     all.push(...addresses);
   });
   return { refs, addresses: normaliseCidrSet(all) };
@@ -812,42 +797,22 @@ function buildFlow(sink: Sink, f: unknown, path: DocPath, ctx: FlowContext): Flo
   const protocol = protocols.find((p) => p === protocolText);
   const isDpi = protocol === 'modbus' || protocol === 'opcua';
 
-  const from = buildEndpoint(
-    sink,
-    get(f, 'from'),
-    [...path, 'from'],
-    'from',
-    ctx.fromZone,
-    ctx.assets,
-    ctx.zones,
-    ctx.unsureZones,
-    () => {},
-  );
-  const to = buildEndpoint(
-    sink,
-    get(f, 'to'),
-    [...path, 'to'],
-    'to',
-    ctx.toZone,
-    ctx.assets,
-    ctx.zones,
-    ctx.unsureZones,
-    (p, ref, addrs) => {
-      if (!isDpi) return;
-      const wide = addrs.find((a) => !isHostCidr(a));
-      if (wide !== undefined) {
-        const what = NAME_RE.test(ref)
-          ? `asset ${quote(ref)} has network ${wide.text}`
-          : `${wide.text} is a network`;
-        sink.add(
-          'semantic.dpi-host-destination',
-          p,
-          `${protocol} flows need host destinations (the proxy must know its upstream): ${what}; ` +
-            'name single addresses (/32 or /128)',
-        );
-      }
-    },
-  );
+  const from = buildEndpoint(sink, get(f, 'from'), [...path, 'from'], 'from', ctx);
+  const to = buildEndpoint(sink, get(f, 'to'), [...path, 'to'], 'to', ctx, (p, ref, addrs) => {
+    if (!isDpi) return;
+    const wide = addrs.find((a) => !isHostCidr(a));
+    if (wide !== undefined) {
+      const what = NAME_RE.test(ref)
+        ? `asset ${quote(ref)} has network ${wide.text}`
+        : `${wide.text} is a network`;
+      sink.add(
+        'semantic.dpi-host-destination',
+        p,
+        `${protocol} flows need host destinations (the proxy must know its upstream): ${what}; ` +
+          'name single addresses (/32 or /128)',
+      );
+    }
+  });
   if (isDpi && !has(f, 'to')) {
     sink.add(
       'semantic.dpi-host-destination',
@@ -1187,22 +1152,18 @@ export function validatePolicy(doc: PolicyDocument, opts: ValidateOptions = {}):
   const sink = new Sink(doc);
   const rejected = schemaProblems(doc.data, sink);
   const schemaCount = sink.problems.length;
-  const built = buildPolicy(doc.data, sink);
+  const policy = buildPolicy(doc.data, sink);
   // Drop semantic findings inside parts the schema already rejected: one cause, one message.
   const problems = sink.problems.filter(
     (p, i) => i < schemaCount || !rejected.some((r) => isUnder(p.path, r)),
   );
   // Source order reads best; the sort is stable, so problems at one place keep the order they were found in.
-  problems.sort(
-    (a, b) =>
-      (a.position?.line ?? 0) - (b.position?.line ?? 0) ||
-      (a.position?.column ?? 0) - (b.position?.column ?? 0),
-  );
+  problems.sort(byPosition);
   const errors = problems.filter((p) => p.severity === 'error');
   const warnings = problems.filter((p) => p.severity === 'warning');
   if (errors.length > 0) return { ok: false, errors, warnings, lint: [], file: doc.file };
 
-  const lint = lintPolicy(built.policy, opts.now ?? new Date()).map((f) => {
+  const lint = lintPolicy(policy, opts.now ?? new Date()).map((f) => {
     const withPos: LintFinding = { ...f };
     const pos = sink.position(f.path);
     if (pos) withPos.position = pos;
@@ -1222,21 +1183,22 @@ export function validatePolicy(doc: PolicyDocument, opts: ValidateOptions = {}):
   }
   const ok = errors.length === 0;
   return ok
-    ? { ok, policy: built.policy, errors, warnings, lint, file: doc.file }
+    ? { ok, policy, errors, warnings, lint, file: doc.file }
     : { ok, errors, warnings, lint, file: doc.file };
 }
 
-export function validatePolicyText(text: string, file: string, opts: ValidateOptions = {}): ValidationResult {
-  const loaded = parsePolicyText(text, file);
+function validateLoaded(loaded: LoadResult, file: string, opts: ValidateOptions): ValidationResult {
   if (!loaded.ok) return { ok: false, errors: loaded.problems, warnings: [], lint: [], file };
   return validatePolicy(loaded.doc, opts);
+}
+
+export function validatePolicyText(text: string, file: string, opts: ValidateOptions = {}): ValidationResult {
+  return validateLoaded(parsePolicyText(text, file), file, opts);
 }
 
 export async function validatePolicyFile(
   path: string,
   opts: ValidateOptions = {},
 ): Promise<ValidationResult> {
-  const loaded = await loadPolicyFile(path);
-  if (!loaded.ok) return { ok: false, errors: loaded.problems, warnings: [], lint: [], file: path };
-  return validatePolicy(loaded.doc, opts);
+  return validateLoaded(await loadPolicyFile(path), path, opts);
 }
