@@ -101,8 +101,8 @@ export interface FlowProxyHealth {
 }
 
 /**
- * A plan entry with the optional per-flow limits the policy may set (policies/types.ts gains the field; this
- * type keeps the proxy compiling against either version of the contract).
+ * A plan entry whose `limits` may set any proxy limit: the policy's FlowLimits (policies/types.ts) set a
+ * subset; tests and tools may set the rest, and effectiveLimits honours every field present.
  */
 export type PlanEntryWithLimits = ProxyPlanEntry & { limits?: Partial<ProxyLimits> | undefined };
 

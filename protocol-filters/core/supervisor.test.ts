@@ -3,7 +3,6 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { ProxyPlan, ProxyPlanEntry } from '../../policies/types.ts';
 import type { InspectorFactory, ProxyEvent } from './inspector.ts';
 import { RelayInspector, relayInspectorFactory } from './relay.ts';
-import type { PlanEntryWithLimits } from './proxy.ts';
 import { ProxySupervisor, entryKey, type InspectorFactories } from './supervisor.ts';
 import {
   connect,
@@ -122,18 +121,12 @@ describe('ProxySupervisor', () => {
     });
     cleanups.push(() => sup.stop());
     const base = planEntry(up.port, { listenPort: await freePort() });
-    const limited = { ...base, limits: { maxConnections: 2 } } as PlanEntryWithLimits;
+    const limited = { ...base, limits: { maxConnections: 2 } };
     await sup.applyPlan(plan(limited), factories);
     expect(sup.proxy(entryKey(base))?.limits).toMatchObject({ maxConnections: 2, idleTimeoutMs: 60_000 });
-    const same = await sup.applyPlan(
-      plan({ ...limited, limits: { maxConnections: 2 } } as PlanEntryWithLimits),
-      factories,
-    );
+    const same = await sup.applyPlan(plan({ ...limited, limits: { maxConnections: 2 } }), factories);
     expect(same.unchanged).toEqual([entryKey(base)]);
-    const changed = await sup.applyPlan(
-      plan({ ...base, limits: { maxConnections: 3 } } as PlanEntryWithLimits),
-      factories,
-    );
+    const changed = await sup.applyPlan(plan({ ...base, limits: { maxConnections: 3 } }), factories);
     expect(changed.restarted).toEqual([entryKey(base)]);
     expect(sup.proxy(entryKey(base))?.limits.maxConnections).toBe(3);
     await sup.applyPlan(plan(base), factories);

@@ -16,7 +16,6 @@ import {
   FlowProxy,
   type FlowProxyOptions,
   type FlowProxyStats,
-  type PlanEntryWithLimits,
   type ProxyLimits,
   type ProxyLogger,
 } from './proxy.ts';
@@ -87,7 +86,7 @@ function entryFingerprint(e: ProxyPlanEntry): string {
     e.modbus ?? null,
     e.opcua ?? null,
     // Per-flow limits change the proxy's behaviour too: a changed limit restarts that flow's proxy.
-    (e as PlanEntryWithLimits).limits ?? null,
+    e.limits ?? null,
   ]);
 }
 

@@ -3,6 +3,7 @@
  * (cited as "MB §x"). Names are precomputed at load so that naming a function never builds a string on the
  * hot path.
  */
+import { MODBUS_USER_DEFINED_RANGES } from '../../policies/modbus-functions.ts';
 
 export const FC = {
   READ_COILS: 0x01, // MB §6.1
@@ -32,15 +33,6 @@ export const MEI = {
   READ_DEVICE_IDENTIFICATION: 0x0e, // MB §6.21
 } as const;
 
-/**
- * Functions that change device state through data the policy can bound (`values` on a rule). The policy
- * validator may reuse this list for its "values only on write functions" check.
- */
-export const WRITE_FUNCTIONS: readonly number[] = [0x05, 0x06, 0x0f, 0x10, 0x15, 0x16, 0x17];
-
-/** Function codes this parser knows (MB §5.1 public codes with a definition in MB §6). */
-export const KNOWN_FUNCTIONS: readonly number[] = Object.values(FC);
-
 const FUNCTION_NAMES: Record<number, string> = {
   0x01: 'Read Coils',
   0x02: 'Read Discrete Inputs',
@@ -63,9 +55,9 @@ const FUNCTION_NAMES: Record<number, string> = {
   0x2b: 'Encapsulated Interface Transport',
 };
 
-/** MB §5.1: 65–72 and 100–110 are left to users; everything else unassigned is reserved/public. */
+/** MB §5.1 user-defined codes (the ranges the policy validator accepts too); other unassigned codes are reserved. */
 function isUserDefined(fn: number): boolean {
-  return (fn >= 65 && fn <= 72) || (fn >= 100 && fn <= 110);
+  return MODBUS_USER_DEFINED_RANGES.some(([lo, hi]) => fn >= lo && fn <= hi);
 }
 
 const NAME_TABLE: readonly string[] = Array.from({ length: 256 }, (_, fn) => {
@@ -78,10 +70,6 @@ const NAME_TABLE: readonly string[] = Array.from({ length: 256 }, (_, fn) => {
 
 export function functionName(fn: number): string {
   return NAME_TABLE[fn & 0xff] ?? 'invalid function';
-}
-
-export function isKnownFunction(fn: number): boolean {
-  return FUNCTION_NAMES[fn] !== undefined;
 }
 
 /** Diagnostics sub-functions (MB §6.8.1); the rest are reserved. */

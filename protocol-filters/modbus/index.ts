@@ -42,14 +42,4 @@ export {
 export { covered, decideRequest, REASONS, type Decision, type RefusalCode } from './decide.ts';
 export { buildException, EXCEPTION_ADU_LENGTH } from './exception.ts';
 export { describeRequest, type RequestDescription } from './describe.ts';
-export {
-  DIAGNOSTIC_SUBFUNCTIONS,
-  EXCEPTION,
-  FC,
-  KNOWN_FUNCTIONS,
-  MEI,
-  WRITE_FUNCTIONS,
-  exceptionName,
-  functionName,
-  isKnownFunction,
-} from './functions.ts';
+export { DIAGNOSTIC_SUBFUNCTIONS, EXCEPTION, FC, MEI, exceptionName, functionName } from './functions.ts';

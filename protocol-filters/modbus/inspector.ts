@@ -36,6 +36,7 @@ import type {
   ServerVerdict,
 } from '../core/inspector.ts';
 import type { ConduitMode, ModbusSpec } from '../../policies/types.ts';
+import { Verdicts, joined } from '../core/verdicts.ts';
 import { decideRequest, type RefusalCode } from './decide.ts';
 import { describeRequest } from './describe.ts';
 import { buildException } from './exception.ts';
@@ -157,19 +158,6 @@ function unparsedRequest(adu: Adu): ModbusRequest {
   };
 }
 
-type ForwardVerdict = { action: 'forward'; bytes: Buffer };
-type CloseVerdict = { action: 'close'; event: FilterEvent };
-
-/** Sends consecutive forwards as one write: a chunk of several pipelined ADUs stays one TCP write. */
-function pushForward(out: { push(v: ForwardVerdict): number }, pending: Buffer[]): void {
-  if (pending.length === 0) return;
-  out.push({
-    action: 'forward',
-    bytes: pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending),
-  });
-  pending.length = 0;
-}
-
 export class ModbusInspector implements ConnectionInspector {
   readonly #spec: ModbusSpec;
   readonly #mode: ConduitMode;
@@ -199,14 +187,11 @@ export class ModbusInspector implements ConnectionInspector {
   }
 
   onClientData(chunk: Buffer): ClientVerdict[] {
-    const out: ClientVerdict[] = [];
-    if (this.#closed) return out;
-    const toServer: Buffer[] = [];
+    const out = new Verdicts<ClientVerdict>();
+    if (this.#closed) return out.done();
     for (const item of this.#fromClient.push(chunk)) {
-      if (item.kind === 'invalid') {
-        pushForward(out, toServer);
+      if (item.kind === 'invalid')
         return this.#close(out, malformedEvent(MODBUS_EVENT_REASONS.malformed, item));
-      }
       const adu = item.frame;
       this.#completed++;
       const parsed = parseRequestAdu(adu);
@@ -219,7 +204,6 @@ export class ModbusInspector implements ConnectionInspector {
         const bad = asInvalid(parsed);
         const code = DEVICE_EXCEPTIONS[bad.code];
         if (code === undefined) {
-          pushForward(out, toServer);
           return this.#close(out, malformedEvent(MODBUS_EVENT_REASONS.malformed, bad, adu));
         }
         // Answered like the device would, in every mode: monitor relaxes the policy, not the protocol.
@@ -229,58 +213,36 @@ export class ModbusInspector implements ConnectionInspector {
       if (decision.verdict === 'refuse') {
         const answer = buildException(req.transactionId, req.unitId, req.function, decision.exceptionCode);
         const r = this.#tracker.submit(req, answer, this.#now());
-        if (r.kind === 'full') {
-          pushForward(out, toServer);
-          return this.#close(out, this.#tooMany());
-        }
+        if (r.kind === 'full') return this.#close(out, this.#tooMany());
         const event = refusalEvent(req, 'refuse', decision.exceptionCode, decision.reason);
-        pushForward(out, toServer);
         // `release` holds the refusal itself when nothing earlier is outstanding; otherwise it is queued in
         // the tracker and leaves with the device answer that precedes it.
-        if (r.release.length === 0) {
-          out.push({ action: 'log', event });
-        } else {
-          out.push({
-            action: 'reply',
-            bytes: r.release.length === 1 ? (r.release[0] as Buffer) : Buffer.concat(r.release),
-            event,
-          });
-        }
+        if (r.release.length === 0) out.push({ action: 'log', event });
+        else out.push({ action: 'reply', bytes: joined(r.release), event });
         continue;
       }
       const r = this.#tracker.submit(req, null, this.#now());
-      if (r.kind === 'full') {
-        pushForward(out, toServer);
-        return this.#close(out, this.#tooMany());
-      }
-      if (decision.verdict === 'would-refuse') {
-        pushForward(out, toServer);
-        out.push({
-          action: 'forward',
-          bytes: req.adu,
-          event: refusalEvent(req, 'would-refuse', decision.exceptionCode, decision.reason),
-        });
-      } else {
-        toServer.push(req.adu);
-      }
+      if (r.kind === 'full') return this.#close(out, this.#tooMany());
+      out.forward(
+        req.adu,
+        decision.verdict === 'would-refuse'
+          ? refusalEvent(req, 'would-refuse', decision.exceptionCode, decision.reason)
+          : undefined,
+      );
     }
-    pushForward(out, toServer);
-    return out;
+    return out.done();
   }
 
   onServerData(chunk: Buffer): ServerVerdict[] {
-    const out: ServerVerdict[] = [];
-    if (this.#closed) return out;
-    const toClient: Buffer[] = [];
+    const out = new Verdicts<ServerVerdict>();
+    if (this.#closed) return out.done();
     for (const item of this.#fromServer.push(chunk)) {
       if (item.kind === 'invalid') {
-        pushForward(out, toClient);
         return this.#close(out, malformedEvent(MODBUS_EVENT_REASONS.malformedResponse, item));
       }
       const adu = item.frame;
       const req = this.#tracker.pending(adu.transactionId);
       if (req === undefined) {
-        pushForward(out, toClient);
         out.push({
           action: 'drop',
           event: {
@@ -298,17 +260,15 @@ export class ModbusInspector implements ConnectionInspector {
       }
       const parsed = parseResponseAdu(adu, req);
       if (parsed.kind !== 'frame') {
-        pushForward(out, toClient);
         return this.#close(out, malformedEvent(MODBUS_EVENT_REASONS.badResponse, asInvalid(parsed), adu));
       }
       const m = this.#tracker.respond(adu.transactionId);
       // The device's answer goes out now, then the refusals it unblocked. (`pending` found the request a
       // moment ago, so this pairs; the check keeps the types honest.)
-      toClient.push(adu.bytes);
-      if (m.kind === 'paired') for (const b of m.release) toClient.push(b);
+      out.forward(adu.bytes);
+      if (m.kind === 'paired') for (const b of m.release) out.forward(b);
     }
-    pushForward(out, toClient);
-    return out;
+    return out.done();
   }
 
   completedMessages(): number {
@@ -339,12 +299,7 @@ export class ModbusInspector implements ConnectionInspector {
         },
       });
     }
-    if (r.release.length > 0) {
-      out.push({
-        action: 'forward',
-        bytes: r.release.length === 1 ? (r.release[0] as Buffer) : Buffer.concat(r.release),
-      });
-    }
+    if (r.release.length > 0) out.push({ action: 'forward', bytes: joined(r.release) });
     return out;
   }
 
@@ -366,10 +321,10 @@ export class ModbusInspector implements ConnectionInspector {
     };
   }
 
-  #close<T extends { push(v: CloseVerdict): number }>(out: T, event: FilterEvent): T {
+  #close<V extends ClientVerdict | ServerVerdict>(out: Verdicts<V>, event: FilterEvent): V[] {
     this.#closed = true;
-    out.push({ action: 'close', event });
-    return out;
+    out.push({ action: 'close', event } as V);
+    return out.done();
   }
 }
 

@@ -58,7 +58,7 @@ export type Decision =
 
 export type ChannelDecision =
   | { verdict: 'allow'; discoveryOnly: null }
-  /** A None channel admitted for discovery only; `because` is what refuses anything else on it. */
+  /** A None channel admitted for discovery only; `discoveryOnly` is what refuses anything else on it. */
   | { verdict: 'allow'; discoveryOnly: Refusal }
   | ({ verdict: 'refuse' } & Refusal)
   | ({ verdict: 'would-refuse' } & Refusal);
@@ -93,6 +93,23 @@ function certificateRefusal(cert: CertificateInfo | null, none: boolean): Refusa
         ? 'an unsigned (SecurityPolicy None) channel cannot prove a certificate'
         : `client certificate ${cert.thumbprint} not in the allow-list`;
   return { reason: 'opcua.certificate', message: what, statusCode: STATUS.BadCertificateUntrusted };
+}
+
+/** The refusal naming every NodeId that no allow-list pattern matches (Write/Call), or null when all match. */
+function unlistedNodes(
+  ids: readonly string[],
+  patterns: readonly string[],
+  reason: 'opcua.write-node' | 'opcua.call-method',
+  verb: string,
+): Refusal | null {
+  const bad = ids.filter((id) => !patterns.some((p) => matchesNodeIdPattern(id, p)));
+  if (bad.length === 0) return null;
+  return {
+    reason,
+    message: `${verb} ${bad.slice(0, 4).join(', ')}${bad.length > 4 ? ', …' : ''} not allowed`,
+    statusCode: STATUS.BadUserAccessDenied,
+    nodeIds: bad,
+  };
 }
 
 /** The channel-level decision on a client's OPN (issue or renew). */
@@ -143,26 +160,12 @@ export function decideRequest(
     });
   }
   if (req.group === 'write') {
-    const bad = req.writeNodeIds.filter((id) => !spec.write.some((p) => matchesNodeIdPattern(id, p)));
-    if (bad.length > 0) {
-      return verdictOf(mode, {
-        reason: 'opcua.write-node',
-        message: `write to ${bad.slice(0, 4).join(', ')}${bad.length > 4 ? ', …' : ''} not allowed`,
-        statusCode: STATUS.BadUserAccessDenied,
-        nodeIds: bad,
-      });
-    }
+    const r = unlistedNodes(req.writeNodeIds, spec.write, 'opcua.write-node', 'write to');
+    if (r !== null) return verdictOf(mode, r);
   }
   if (req.group === 'call') {
-    const bad = req.callMethodIds.filter((id) => !spec.call.some((p) => matchesNodeIdPattern(id, p)));
-    if (bad.length > 0) {
-      return verdictOf(mode, {
-        reason: 'opcua.call-method',
-        message: `call of ${bad.slice(0, 4).join(', ')}${bad.length > 4 ? ', …' : ''} not allowed`,
-        statusCode: STATUS.BadUserAccessDenied,
-        nodeIds: bad,
-      });
-    }
+    const r = unlistedNodes(req.callMethodIds, spec.call, 'opcua.call-method', 'call of');
+    if (r !== null) return verdictOf(mode, r);
   }
   if (
     req.identity !== null &&

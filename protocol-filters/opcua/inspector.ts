@@ -65,7 +65,7 @@ import type {
   ServerVerdict,
 } from '../core/inspector.ts';
 import type { ConduitMode, OpcuaSpec } from '../../policies/types.ts';
-import type { PlanEntryWithLimits } from '../core/proxy.ts';
+import { Verdicts } from '../core/verdicts.ts';
 import {
   MESSAGE_SECURITY_MODE,
   OPEN_SECURE_CHANNEL_REQUEST_ID,
@@ -134,44 +134,6 @@ const EMPTY_SPEC: OpcuaSpec = {
   certificates: [],
 };
 
-/** Collects verdicts in order, merging consecutive plain forwards into one buffer. */
-class Verdicts<V extends ClientVerdict | ServerVerdict> {
-  readonly list: V[] = [];
-  #pending: Buffer[] = [];
-  #closed = false;
-
-  get closed(): boolean {
-    return this.#closed;
-  }
-
-  forward(bytes: Buffer, event?: FilterEvent): void {
-    if (event === undefined) {
-      this.#pending.push(bytes);
-      return;
-    }
-    this.#flush();
-    this.list.push({ action: 'forward', bytes, event } as V);
-  }
-
-  push(v: V): void {
-    this.#flush();
-    this.list.push(v);
-    if (v.action === 'close') this.#closed = true;
-  }
-
-  #flush(): void {
-    if (this.#pending.length === 0) return;
-    const bytes = this.#pending.length === 1 ? this.#pending[0] : Buffer.concat(this.#pending);
-    this.#pending = [];
-    if (bytes !== undefined) this.list.push({ action: 'forward', bytes } as V);
-  }
-
-  done(): V[] {
-    if (!this.#closed) this.#flush();
-    return this.list;
-  }
-}
-
 type Phase = 'hello' | 'handshake' | 'secure';
 
 export class OpcuaInspector implements ConnectionInspector {
@@ -210,7 +172,7 @@ export class OpcuaInspector implements ConnectionInspector {
     this.#mode = ctx.entry.mode;
     this.#maxOutstanding = ctx.limits.maxOutstandingRequests;
     // The flow's own limits from the policy (per-flow `limits` of the plan entry) win over the factory's.
-    const flowTimeout = (ctx.entry as PlanEntryWithLimits).limits?.messageTimeoutMs;
+    const flowTimeout = ctx.entry.limits?.messageTimeoutMs;
     this.#limits = {
       ...DEFAULT_OPCUA_LIMITS,
       ...options.limits,
