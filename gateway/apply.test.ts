@@ -357,7 +357,9 @@ describe('ApplyEngine.boot', () => {
     expect(await e2.boot()).toEqual({ mode: 'policy', versionId: 2, pending: null });
     expect(nft.running).toBe(rulesetOf(P2));
     expect(actions(store).at(-1)).toBe('boot');
-    expect(e2.currentPlan()).toBeDefined();
+    expect(e2.currentPlan()).toEqual(
+      compilePolicy(must(validatePolicyText(P2, 'x.yaml', {}).policy, 'P2')).plan,
+    );
   });
 
   it('rolls back at boot when the confirmation deadline passed while the daemon was down', async () => {

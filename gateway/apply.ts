@@ -18,7 +18,7 @@
 import { performance } from 'node:perf_hooks';
 import pino, { type Logger } from 'pino';
 import { compileFailClosed, compilePolicy } from '../policies/compile.ts';
-import { NftError, PolicyInvalidError, SluiceError } from '../policies/errors.ts';
+import { PolicyInvalidError, SluiceError } from '../policies/errors.ts';
 import type {
   CompileOptions,
   LintFinding,
@@ -328,6 +328,14 @@ export class ApplyEngine {
       );
     }
     const lint = summariseLint(result.lint);
+    // What every record of this attempt carries, failed or not.
+    const attempt = {
+      text,
+      who: opts.who,
+      ...(opts.comment === undefined ? {} : { comment: opts.comment }),
+      ...(opts.file === undefined ? {} : { file: opts.file }),
+      lint,
+    };
 
     // 2. compile (pure), 3. nft -c, 4. one atomic load.
     let compiled: { ruleset: string; plan: ProxyPlan };
@@ -342,11 +350,7 @@ export class ApplyEngine {
       // Record the attempt so the audit trail shows what was tried and by whom; the kernel is unchanged.
       await this.bestEffort(async () => {
         const failed = await this.state.addVersion({
-          text,
-          who: opts.who,
-          ...(opts.comment === undefined ? {} : { comment: opts.comment }),
-          ...(opts.file === undefined ? {} : { file: opts.file }),
-          lint,
+          ...attempt,
           status: 'failed',
           when: this.now().toISOString(),
         });
@@ -370,11 +374,7 @@ export class ApplyEngine {
     let pending: PendingConfirmation | null;
     try {
       record = await this.state.addVersion({
-        text,
-        who: opts.who,
-        ...(opts.comment === undefined ? {} : { comment: opts.comment }),
-        ...(opts.file === undefined ? {} : { file: opts.file }),
-        lint,
+        ...attempt,
         // Without a confirmation window the operator's apply is the confirmation.
         status: confirmWithin === undefined ? 'confirmed' : 'applied',
         when: this.now().toISOString(),
@@ -773,6 +773,3 @@ export class ApplyEngine {
     }
   }
 }
-
-// Re-exported for callers that catch by class.
-export { NftError, PolicyInvalidError };

@@ -18,7 +18,6 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { chown, mkdir, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
-import net from 'node:net';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -27,6 +26,7 @@ import { gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
 import { LOG_DB_NAME, SOCKET_NAME, ULOGD_JSON_NAME, socketPath } from './paths.ts';
 import { SluiceError } from '../policies/errors.ts';
 import { StateStore, fsyncDir, writeFileAtomic } from './state.ts';
+import { daemonAnswers } from './control.ts';
 
 const gzip = promisify(gzipCb);
 const gunzip = promisify(gunzipCb);
@@ -42,7 +42,6 @@ const MANIFEST = `${ROOT}/manifest.json`;
 const STATE_PREFIX = `${ROOT}/state/`;
 /** Archives larger than this (uncompressed) are refused rather than inflated into memory. */
 export const MAX_ARCHIVE_BYTES = 2 * 1024 ** 3;
-const LOG_DB = LOG_DB_NAME;
 
 export class BackupError extends SluiceError {}
 
@@ -195,7 +194,7 @@ function isBackedUp(rel: string, includeLogs: boolean): boolean {
   if (base.startsWith('.')) return false;
   if (base === SOCKET_NAME || base === ULOGD_JSON_NAME || base === 'ulogd.conf') return false;
   if (/-(wal|shm|journal)$/.test(base)) return false;
-  if (base === LOG_DB) return includeLogs;
+  if (base === LOG_DB_NAME) return includeLogs;
   return true;
 }
 
@@ -250,7 +249,7 @@ export async function createBackup(opts: BackupOptions): Promise<BackupResult> {
   for (const rel of await listFiles(dir)) {
     if (!isBackedUp(rel, includeLogs)) continue;
     const abs = path.join(dir, rel);
-    const data = path.basename(rel) === LOG_DB ? snapshotSqlite(abs) : await readFile(abs);
+    const data = path.basename(rel) === LOG_DB_NAME ? snapshotSqlite(abs) : await readFile(abs);
     const mode = (await stat(abs)).mode & 0o777;
     const name = STATE_PREFIX + rel;
     if (Buffer.byteLength(name) > 100)
@@ -389,18 +388,6 @@ function checkRelPath(rel: string, file: string): void {
   if (bad) throw new BackupError('backup.path', `${file}: refused unsafe path ${JSON.stringify(rel)}`);
 }
 
-/** True when something answers on the daemon's control socket. */
-export async function daemonRunning(socket: string): Promise<boolean> {
-  return await new Promise((resolve) => {
-    const s = net.createConnection(socket);
-    s.on('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on('error', () => resolve(false));
-  });
-}
-
 export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult> {
   const dir = path.resolve(opts.stateDir);
   // Everything is checked before the state dir is touched (CR 7.3 RE1).
@@ -427,7 +414,7 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
       );
     warning = `restoring a backup of gateway '${manifest.gateway}' onto '${here}'`;
   }
-  if (opts.force !== true && (await daemonRunning(socketPath(dir))))
+  if (opts.force !== true && (await daemonAnswers(socketPath(dir))))
     throw new BackupError(
       'backup.daemon-running',
       'the sluice daemon is running on this state dir: stop it first (systemctl stop sluice sluice-ui), or pass --force',
@@ -450,7 +437,7 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
     for (const f of manifest.files) {
       const target = path.join(dir, ...f.path.split('/'));
       await mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
-      if (path.basename(f.path) === LOG_DB) {
+      if (path.basename(f.path) === LOG_DB_NAME) {
         // A stale WAL beside the restored database would be replayed into it.
         for (const side of ['-wal', '-shm']) await rm(target + side, { force: true });
       }

@@ -4,22 +4,19 @@
  * User errors print one clear line on stderr (no stack trace) and exit 1 (invalid input) or 2 (usage).
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import { SluiceError, UsageError } from '../policies/errors.ts';
 import { validatePolicyFile } from '../policies/validate.ts';
 import { formatProblem, formatReport, reportJson } from '../policies/format.ts';
 import { compilePolicy } from '../policies/compile.ts';
-import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { resolveStateDir, osUser } from './state.ts';
 import { controlCall, ControlError } from './control.ts';
-import { parseLogMaxAgeMs, parseLogMaxBytes, runDaemon } from './daemon.ts';
 import { LOG_DB_NAME, socketPath } from './paths.ts';
-import { LogStore, type LogQuery } from './logstore.ts';
-import type { StoredEvent, BlockedVerdict } from './events.ts';
-import { BLOCKED_VERDICTS } from './events.ts';
+import { DEFAULT_QUERY_LIMIT, LogStore, MAX_QUERY_LIMIT, type LogQuery } from './logstore.ts';
+import { BLOCKED_VERDICTS, type BlockedVerdict, type StoredEvent } from './events.ts';
 import { IFNAME_RE, type Management, type Problem } from '../policies/types.ts';
 import { parseCidr } from '../policies/cidr.ts';
 import { planPlacement, runInBackground } from './sched.ts';
@@ -217,6 +214,9 @@ const run: Handler = async (args, io) => {
     },
     { min: 0, max: 0, names: 'no arguments' },
   );
+  // Loaded on demand, like the other heavy handlers: the daemon pulls in the apply engine, pino and the
+  // protocol filters, which the short-lived commands (validate, status, logs, …) never need.
+  const { parseLogMaxAgeMs, parseLogMaxBytes, runDaemon } = await import('./daemon.ts');
   const opts: Parameters<typeof runDaemon>[0] = { stateDir: stateDirOf(values, io), ulogd: values.ulogd };
   // Blocked-traffic log retention; flags win over the environment (sluice.env), defaults 512M and 30d.
   const logMaxBytes = values['log-max-bytes'] ?? io.env['SLUICE_LOG_MAX_BYTES'];
@@ -502,11 +502,14 @@ const logs: Handler = async (args, io) => {
       );
     q.verdict = values.verdict as BlockedVerdict;
   }
-  q.limit = 100;
+  q.limit = DEFAULT_QUERY_LIMIT;
   if (values.limit !== undefined) {
     const limit = Number(values.limit);
-    if (!/^[0-9]+$/.test(values.limit) || limit < 1 || limit > 1000)
-      throw new UsageError('cli.usage', `sluice logs: --limit takes 1..1000, not '${values.limit}'`);
+    if (!/^[0-9]+$/.test(values.limit) || limit < 1 || limit > MAX_QUERY_LIMIT)
+      throw new UsageError(
+        'cli.usage',
+        `sluice logs: --limit takes 1..${MAX_QUERY_LIMIT}, not '${values.limit}'`,
+      );
     q.limit = limit;
   }
   const dbPath = join(stateDirOf(values, io), LOG_DB_NAME);
@@ -533,7 +536,7 @@ const logs: Handler = async (args, io) => {
     let lastTime = first.events.reduce((m, e) => Math.max(m, e.time), q.since ?? now.getTime() - 1000);
     for (;;) {
       await new Promise((r) => setTimeout(r, 500));
-      const page = store.query({ ...q, since: lastTime, limit: 1000 });
+      const page = store.query({ ...q, since: lastTime, limit: MAX_QUERY_LIMIT });
       const fresh = page.events.filter((e) => e.id > lastId).reverse();
       print(fresh);
       for (const e of fresh) {

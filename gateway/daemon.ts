@@ -15,9 +15,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import pino, { type Logger } from 'pino';
 import { ApplyEngine } from './apply.ts';
 import { StateStore, osUser } from './state.ts';
-import { Nft } from './nft.ts';
+import { Nft, type CounterValue } from './nft.ts';
 import { LogStore, type LogQuery } from './logstore.ts';
-import type { BlockedEvent, BlockedVerdict } from './events.ts';
+import type { BlockedEvent, BlockedVerdict, EventDetail, EventDetailValue } from './events.ts';
 import { ControlServer, ControlError, assertNoDaemon } from './control.ts';
 import { SluiceError } from '../policies/errors.ts';
 import {
@@ -57,6 +57,12 @@ export interface DaemonOptions {
 
 /** How stale the flow counters in `status` may be (they are read from nft). */
 const COUNTER_TTL_MS = 2000;
+
+/** One read of the nft counters; a failed read yields no counters and says why. */
+interface CountersRead {
+  counters: Record<string, CounterValue>;
+  error?: string;
+}
 
 export const DEFAULT_LOG_MAX_BYTES = 512 * 1024 * 1024;
 export const DEFAULT_LOG_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
@@ -126,8 +132,8 @@ function proxyEventToBlocked(e: ProxyEvent, index: ConduitIndex): BlockedEvent {
 }
 
 /** Filter details are attacker-influenced (NodeIds, values): keep scalars and short lists, bounded. */
-function sanitizeDetail(detail: Record<string, unknown>): NonNullable<BlockedEvent['detail']> {
-  const out: Record<string, string | number | boolean | null | (string | number)[]> = {};
+function sanitizeDetail(detail: Record<string, unknown>): EventDetail {
+  const out: Record<string, EventDetailValue> = {};
   for (const [k, v] of Object.entries(detail).slice(0, 16)) {
     if (typeof v === 'string') out[k] = v.slice(0, 256);
     else if (typeof v === 'number' || typeof v === 'boolean' || v === null) out[k] = v;
@@ -161,11 +167,8 @@ export class Daemon {
     opcua: relayInspectorFactory,
   };
   private opcuaLoaded = false;
-  private countersCache:
-    | { at: number; value: { counters: Record<string, { packets: number; bytes: number }>; error?: string } }
-    | undefined;
-  private countersInFlight:
-    Promise<{ counters: Record<string, { packets: number; bytes: number }>; error?: string }> | undefined;
+  private countersCache: { at: number; value: CountersRead } | undefined;
+  private countersInFlight: Promise<CountersRead> | undefined;
   private startedAt = Date.now();
 
   constructor(opts: DaemonOptions) {
@@ -259,7 +262,7 @@ export class Daemon {
     await this.supervisor?.stop();
     await this.follower?.stop();
     this.ulogd?.kill('SIGTERM');
-    this.logs?.flush();
+    // close() commits what is still queued.
     this.logs?.close();
     await this.state?.flush();
     this.log.info('stopped; the loaded ruleset stays in force');
@@ -282,10 +285,14 @@ export class Daemon {
     this.index = { zones, ifaceZone };
   }
 
+  /** Where ulogd2 writes and the follower reads. */
+  private get ulogdJsonFile(): string {
+    return this.opts.ulogdJsonFile ?? join(this.opts.stateDir, ULOGD_JSON_NAME);
+  }
+
   private async startLogIngest(): Promise<void> {
-    const jsonFile = this.opts.ulogdJsonFile ?? join(this.opts.stateDir, ULOGD_JSON_NAME);
     if (this.opts.ulogd) await this.spawnUlogd();
-    const follower = new JsonLineFollower(jsonFile, { start: 'end' });
+    const follower = new JsonLineFollower(this.ulogdJsonFile, { start: 'end' });
     follower.on('lines', (lines: string[]) => {
       const events: BlockedEvent[] = [];
       for (const line of lines) {
@@ -311,8 +318,8 @@ export class Daemon {
   }
 
   private async spawnUlogd(): Promise<void> {
-    const jsonFile = this.opts.ulogdJsonFile ?? join(this.opts.stateDir, ULOGD_JSON_NAME);
     const conf = join(this.opts.stateDir, 'ulogd.conf');
+    const jsonFile = this.ulogdJsonFile;
     await writeFile(conf, ulogdConfig({ group: DEFAULT_COMPILE_OPTIONS.nflogGroup, jsonFile }), {
       mode: 0o600,
     });
@@ -338,10 +345,7 @@ export class Daemon {
    * nft forks this process, and the same event loop moves the filters' bytes, so a busy dashboard must not
    * turn into a stream of forks.
    */
-  private async readCounters(): Promise<{
-    counters: Record<string, { packets: number; bytes: number }>;
-    error?: string;
-  }> {
+  private async readCounters(): Promise<CountersRead> {
     const now = Date.now();
     if (this.countersCache !== undefined && now - this.countersCache.at < COUNTER_TTL_MS)
       return this.countersCache.value;

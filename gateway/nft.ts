@@ -105,7 +105,8 @@ export class Nft {
    */
   async listRuleset(opts: { stateless?: boolean } = {}): Promise<string> {
     const r = await this.#run(opts.stateless === true ? ['-s', 'list', 'ruleset'] : ['list', 'ruleset']);
-    if (r.exitCode !== 0) throw new NftError('nft.list-failed', `nft list ruleset: ${r.stderr.trimEnd()}`);
+    if (r.exitCode !== 0)
+      throw new NftError('nft.list-failed', `nft list ruleset: ${r.stderr.trimEnd()}`, { userError: false });
     return r.stdout;
   }
 

@@ -2,16 +2,30 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { readdir, readFile } from 'node:fs/promises';
-import {
-  allowedCpus,
-  cpuPlan,
-  formatCpuList,
-  parseCpuList,
-  pinCpus,
-  runInBackground,
-  SCHED_IDLE,
-  threadPolicies,
-} from './sched.ts';
+import { allowedCpus, cpuPlan, formatCpuList, parseCpuList, pinCpus, runInBackground } from './sched.ts';
+
+/**
+ * The scheduling policy of every thread of `pid`, from /proc (field 41 of /proc/PID/task/TID/stat;
+ * 5 = SCHED_IDLE, 0 = SCHED_OTHER).
+ */
+async function threadPolicies(pid: number): Promise<number[]> {
+  const tids = await readdir(`/proc/${pid}/task`);
+  const out: number[] = [];
+  for (const tid of tids) {
+    try {
+      const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      // The command name (field 2) may contain spaces and parentheses: count fields after the last ')'.
+      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // rest[0] is field 3, so field 41 is rest[38].
+      out.push(Number(rest[38]));
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return out;
+}
+
+const SCHED_IDLE = 5;
 
 /** A Node child with its usual worker threads, idling until killed. */
 async function idleNode() {

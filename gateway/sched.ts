@@ -13,7 +13,7 @@
  * the same with CPUSchedulingPolicy=idle; this covers `sluice ui` started by hand, by the demo or by benches.
  */
 import { setPriority } from 'node:os';
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { execa } from 'execa';
 import { UsageError } from '../policies/errors.ts';
 
@@ -26,44 +26,25 @@ export async function runInBackground(pid: number = process.pid): Promise<Backgr
   } catch {
     // Not permitted (already niced further, or another user's process): the policy below still applies.
   }
+  // --all-tasks: every thread; --idle with priority 0 (the only one SCHED_IDLE has).
+  const r = await runUtil('chrt', ['--all-tasks', '--idle', '--pid', '0', String(pid)]);
+  return r.ok ? { ok: true, policy: 'idle' } : { ok: false, policy: 'nice', reason: r.reason };
+}
+
+/** Runs a util-linux tool (chrt, taskset); best effort: a failure becomes a reason in words, never a throw. */
+async function runUtil(tool: string, args: string[]): Promise<{ ok: true } | { ok: false; reason: string }> {
   try {
-    // --all-tasks: every thread; --idle with priority 0 (the only one SCHED_IDLE has).
-    const r = await execa('chrt', ['--all-tasks', '--idle', '--pid', '0', String(pid)], {
-      reject: false,
-      timeout: 5000,
-    });
-    if (r.exitCode !== 0) {
-      const why = String(r.stderr || r.stdout || `exit ${String(r.exitCode)}`).trim();
-      return { ok: false, policy: 'nice', reason: `chrt: ${why}` };
-    }
-    return { ok: true, policy: 'idle' };
+    const r = await execa(tool, args, { reject: false, timeout: 5000 });
+    if (r.exitCode !== 0)
+      return {
+        ok: false,
+        reason: `${tool}: ${String(r.stderr || r.stdout || `exit ${String(r.exitCode)}`).trim()}`,
+      };
+    return { ok: true };
   } catch (err) {
-    return { ok: false, policy: 'nice', reason: (err as Error).message };
+    return { ok: false, reason: (err as Error).message };
   }
 }
-
-/**
- * The scheduling policy of every thread of `pid`, from /proc (field 41 of /proc/PID/task/TID/stat;
- * 5 = SCHED_IDLE, 0 = SCHED_OTHER), for tests and `sluice status`-style reports.
- */
-export async function threadPolicies(pid: number): Promise<number[]> {
-  const tids = await readdir(`/proc/${pid}/task`);
-  const out: number[] = [];
-  for (const tid of tids) {
-    try {
-      const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      // The command name (field 2) may contain spaces and parentheses: count fields after the last ')'.
-      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      // rest[0] is field 3, so field 41 is rest[38].
-      out.push(Number(rest[38]));
-    } catch {
-      // The thread ended between the listing and the read.
-    }
-  }
-  return out;
-}
-
-export const SCHED_IDLE = 5;
 
 // ---------------------------------------------------------------------------------------------------------
 // CPU placement
@@ -145,24 +126,7 @@ export async function pinCpus(
   cpus: readonly number[],
   pid: number = process.pid,
 ): Promise<{ ok: true } | { ok: false; reason: string }> {
-  try {
-    const r = await execa(
-      'taskset',
-      ['--all-tasks', '--cpu-list', '--pid', formatCpuList(cpus), String(pid)],
-      {
-        reject: false,
-        timeout: 5000,
-      },
-    );
-    if (r.exitCode !== 0)
-      return {
-        ok: false,
-        reason: `taskset: ${String(r.stderr || r.stdout || `exit ${String(r.exitCode)}`).trim()}`,
-      };
-    return { ok: true };
-  } catch (err) {
-    return { ok: false, reason: (err as Error).message };
-  }
+  return await runUtil('taskset', ['--all-tasks', '--cpu-list', '--pid', formatCpuList(cpus), String(pid)]);
 }
 
 /**

@@ -364,12 +364,6 @@ export class StateStore {
     return v === undefined ? undefined : structuredClone(v);
   }
 
-  latestVersion(): VersionRecord | undefined {
-    const all = this.versionsDb.data.versions;
-    const v = all[all.length - 1];
-    return v === undefined ? undefined : structuredClone(v);
-  }
-
   /** Records a version with the next id (ids only grow, even across corrupt-file recovery of this file). */
   addVersion(input: NewVersion): Promise<VersionRecord> {
     return this.serial(async () => {

@@ -426,9 +426,7 @@ export class JsonLineFollower extends EventEmitter<FollowerEvents> {
         this.emit('reset', 'rotated');
       } else if (st.size < this.#pos) {
         this.#pos = 0;
-        this.#partial = [];
-        this.#partialLen = 0;
-        this.#skipping = false;
+        this.#resetLine();
         this.emit('reset', 'truncated');
       }
     } else {
@@ -450,6 +448,11 @@ export class JsonLineFollower extends EventEmitter<FollowerEvents> {
     this.#fh = await open(this.path, 'r');
     this.#ino = (await this.#fh.stat()).ino;
     this.#pos = from;
+    this.#resetLine();
+  }
+
+  /** Forget any partial or overlong line: reading starts over at a line boundary. */
+  #resetLine(): void {
     this.#partial = [];
     this.#partialLen = 0;
     this.#skipping = false;
@@ -513,8 +516,6 @@ export class JsonLineFollower extends EventEmitter<FollowerEvents> {
       const line = Buffer.concat(this.#partial).toString('utf8');
       if (line.trim() !== '') this.emit('lines', [line]);
     }
-    this.#partial = [];
-    this.#partialLen = 0;
-    this.#skipping = false;
+    this.#resetLine();
   }
 }
