@@ -22,11 +22,11 @@ import { fileURLToPath } from 'node:url';
 import { dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { ControlError } from '../gateway/control.ts';
-import type { LogQuery, LogQueryResult } from '../gateway/logstore.ts';
+import { MAX_QUERY_LIMIT, type LogQuery, type LogQueryResult } from '../gateway/logstore.ts';
 import { BLOCKED_VERDICTS, BLOCKED_SOURCES, type StoredEvent } from '../gateway/events.ts';
 import { validatePolicyText } from '../policies/validate.ts';
 import { SluiceError } from '../policies/errors.ts';
-import { UserStore, UserError, ROLES, type Role } from './users.ts';
+import { UserStore, UserError, ROLES, USER_NAME_RE, type Role } from './users.ts';
 import {
   SessionStore,
   LoginThrottle,
@@ -37,13 +37,13 @@ import {
 } from './auth.ts';
 import { lineDiff } from './diff.ts';
 import { csvHeader, csvRow } from './csv.ts';
-import { proposeAllowRule, ProposalError } from './propose.ts';
+import { proposeAllowRule, ProposalError, type ProposalEvent } from './propose.ts';
 import { RequestPacer, type PacerOptions } from './pacer.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export type DaemonCall = (method: string, params: Record<string, unknown>) => Promise<unknown>;
 
-export const DEFAULT_BANNER =
+const DEFAULT_BANNER =
   'Authorised use only. This gateway protects industrial control equipment; every action is logged ' +
   'and attributed to your account.';
 
@@ -69,6 +69,15 @@ export interface AppOptions {
   allowedOrigins?: readonly string[];
   /** Per-client request pacing (web-ui/pacer.ts); startUi turns it on, unit tests leave it off. */
   pacer?: Partial<PacerOptions>;
+}
+
+/** A recorded policy version as the daemon's `version` call returns it. */
+interface RecordedVersion {
+  id: number;
+  text: string;
+  hash: string;
+  when: string;
+  who: string;
 }
 
 export interface AppContext {
@@ -104,7 +113,7 @@ const POLICY_WRITE: readonly Role[] = ['admin', 'integrator'];
 const AUDIT: readonly Role[] = ['admin', 'auditor'];
 const ADMIN: readonly Role[] = ['admin'];
 
-const NAME = { type: 'string', pattern: '^[a-z][a-z0-9._-]{0,31}$' } as const;
+const NAME = { type: 'string', pattern: USER_NAME_RE.source } as const;
 const PASSWORD = { type: 'string', minLength: 1, maxLength: 1024 } as const;
 const POLICY_TEXT = { type: 'string', maxLength: 1_000_000 } as const;
 const SHORT = { type: 'string', minLength: 1, maxLength: 200 } as const;
@@ -127,17 +136,19 @@ const LOG_FILTERS = {
   source: { type: 'string', enum: [...BLOCKED_SOURCES] },
 } as const;
 
-export const COOKIE = 'sluice_session';
-export const SECURE_COOKIE = '__Host-sluice_session';
+const COOKIE = 'sluice_session';
+const SECURE_COOKIE = '__Host-sluice_session';
 /** Sent by the pages' background polls: they must not restart the idle timer. */
 export const POLL_HEADER = 'x-sluice-poll';
 /** Exports stop at this many rows; the response says so in X-Sluice-Truncated. */
 export const EXPORT_MAX_ROWS = 10_000;
+/** The timeline reads at most this many pages; a flood beyond that is shown as "at least". */
+const TIMELINE_MAX_PAGES = 5;
 /** Daemon calls that change state: only these invalidate the cached read-only answers. */
 const STATE_CHANGES = new Set(['apply', 'confirm', 'rollback']);
 
 /** The pages: web-ui/public beside the sources, also when running from dist/web-ui. */
-export function defaultPublicDir(): string {
+function defaultPublicDir(): string {
   const here = dirname(fileURLToPath(import.meta.url));
   const candidates = [join(here, 'public'), resolve(here, '../../web-ui/public')];
   return candidates.find((c) => existsSync(join(c, 'index.html'))) ?? (candidates[0] as string);
@@ -322,27 +333,44 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
     };
   };
 
-  let topologyCache: { id: number; value: unknown } | undefined;
-  const runningVersion = async (): Promise<{
-    id: number;
-    text: string;
-    hash: string;
-    when: string;
-    who: string;
-  } | null> => {
-    const st = (await daemon('status', {})) as { version: { id: number } | null };
-    if (st.version === null) return null;
-    return (await daemon('version', { id: st.version.id })) as {
-      id: number;
-      text: string;
-      hash: string;
-      when: string;
-      who: string;
-    };
+  /**
+   * Counts an attempt from this source before the slow password or token check, so parallel guesses cannot
+   * slip past the throttle; throws 429 (with Retry-After) while the source must wait.
+   */
+  const throttleAttempt = (reply: FastifyReply, key: string, what: string) => {
+    const a = throttle.attempt(key);
+    if (a.refusedMs > 0) {
+      const sec = Math.ceil(a.refusedMs / 1000);
+      reply.header('Retry-After', String(sec));
+      throw httpError(429, 'throttled', `too many failed ${what}; try again in ${sec} s`);
+    }
+    return a;
   };
 
-  const logsPage = async (q: LogQuery): Promise<LogQueryResult> =>
-    (await daemon('logs.query', q as Record<string, unknown>)) as LogQueryResult;
+  let topologyCache: { id: number; value: unknown } | undefined;
+  const runningVersion = async (): Promise<RecordedVersion | null> => {
+    const st = (await daemon('status', {})) as { version: { id: number } | null };
+    if (st.version === null) return null;
+    return (await daemon('version', { id: st.version.id })) as RecordedVersion;
+  };
+
+  /** Pages through logs.query, at most maxPages pages; truncated when rows remained after the last one. */
+  const collectEvents = async (
+    q: LogQuery,
+    maxPages: number,
+  ): Promise<{ events: StoredEvent[]; truncated: boolean }> => {
+    const out: StoredEvent[] = [];
+    let cursor: string | undefined;
+    for (let page = 0; page < maxPages; page++) {
+      const lq: LogQuery = { ...q, limit: MAX_QUERY_LIMIT };
+      if (cursor !== undefined) lq.cursor = cursor;
+      const r = (await daemon('logs.query', lq as Record<string, unknown>)) as LogQueryResult;
+      out.push(...r.events);
+      cursor = r.nextCursor;
+      if (cursor === undefined) return { events: out, truncated: false };
+    }
+    return { events: out, truncated: true };
+  };
 
   const routes: RouteDef[] = [
     {
@@ -385,16 +413,7 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
         const body = req.body as { name: string; password: string };
         const source = sourceOf(req);
         const key = sourceKey(source);
-        // Counted before the slow password check: parallel guesses cannot slip past the throttle.
-        const a = throttle.attempt(key);
-        if (a.refusedMs > 0) {
-          reply.header('Retry-After', String(Math.ceil(a.refusedMs / 1000)));
-          throw httpError(
-            429,
-            'throttled',
-            `too many failed logins; try again in ${Math.ceil(a.refusedMs / 1000)} s`,
-          );
-        }
+        const a = throttleAttempt(reply, key, 'logins');
         const user = await users.authenticate(body.name, body.password);
         if (user === undefined) {
           const w = failureAudit.record(key);
@@ -437,13 +456,7 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
         const body = req.body as { token: string; name: string; password: string };
         const source = sourceOf(req);
         const key = sourceKey(source);
-        const a = throttle.attempt(key);
-        if (a.refusedMs > 0)
-          throw httpError(
-            429,
-            'throttled',
-            `too many failed attempts; try again in ${Math.ceil(a.refusedMs / 1000)} s`,
-          );
+        throttleAttempt(reply, key, 'attempts');
         await users.consumeSetupToken(body.token, body.name, body.password, {
           beforeCommit: (c) =>
             auditOrRefuse(
@@ -506,14 +519,14 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
       summary: 'Zones and conduits of the running policy, for the diagram',
       schema: {},
       handler: async () => {
-        const st = (await daemon('status', {})) as { version: { id: number } | null };
-        if (st.version === null) return { versionId: null, zones: [], conduits: [] };
-        if (topologyCache?.id === st.version.id) return topologyCache.value;
-        const v = (await daemon('version', { id: st.version.id })) as { text: string; when: string };
+        const v = await runningVersion();
+        if (v === null) return { versionId: null, zones: [], conduits: [] };
+        // Validating the text is the costly part: done once per running version.
+        if (topologyCache?.id === v.id) return topologyCache.value;
         const r = validatePolicyText(v.text, 'running', { now: new Date(v.when) });
         const p = r.policy;
         const value = {
-          versionId: st.version.id,
+          versionId: v.id,
           zones:
             p === undefined
               ? []
@@ -534,7 +547,7 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
                   flows: c.flows.map((f) => ({ name: f.name, protocol: f.protocol })),
                 })),
         };
-        topologyCache = { id: st.version.id, value };
+        topologyCache = { id: v.id, value };
         return value;
       },
     },
@@ -690,7 +703,7 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
           additionalProperties: false,
           properties: {
             ...LOG_FILTERS,
-            limit: { type: 'integer', minimum: 1, maximum: 1000 },
+            limit: { type: 'integer', minimum: 1, maximum: MAX_QUERY_LIMIT },
             cursor: { type: 'string', maxLength: 200 },
             total: { type: 'boolean' },
           },
@@ -702,7 +715,7 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
         lq.limit = (q['limit'] as number | undefined) ?? 100;
         if (typeof q['cursor'] === 'string') lq.cursor = q['cursor'];
         if (q['total'] === true) lq.total = true;
-        return await logsPage(lq);
+        return await daemon('logs.query', lq as Record<string, unknown>);
       },
     },
     {
@@ -730,20 +743,13 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
         const end = Math.ceil(now() / width) * width;
         const start = end - width * n;
         const counts = new Array<number>(n).fill(0);
-        let cursor: string | undefined;
-        // Bounded: at most 5 pages (5,000 rows); a flood beyond that is shown as "at least".
-        let truncated = false;
-        for (let page = 0; page < 5; page++) {
-          const lq: LogQuery = { since: start, until: end + 1, limit: 1000 };
-          if (cursor !== undefined) lq.cursor = cursor;
-          const r = await logsPage(lq);
-          for (const e of r.events) {
-            const i = Math.min(n - 1, Math.max(0, Math.floor((e.time - start) / width)));
-            counts[i] = (counts[i] ?? 0) + e.count;
-          }
-          cursor = r.nextCursor;
-          if (cursor === undefined) break;
-          if (page === 4) truncated = true;
+        const { events, truncated } = await collectEvents(
+          { since: start, until: end + 1 },
+          TIMELINE_MAX_PAGES,
+        );
+        for (const e of events) {
+          const i = Math.min(n - 1, Math.max(0, Math.floor((e.time - start) / width)));
+          counts[i] = (counts[i] ?? 0) + e.count;
         }
         return { start, end, bucketMs: width, counts, truncated };
       },
@@ -756,7 +762,10 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
         'Blocked events as CSV (formula-injection guarded), at most 10,000 rows (X-Sluice-Truncated says when cut)',
       schema: { querystring: { type: 'object', additionalProperties: false, properties: LOG_FILTERS } },
       handler: async ({ req, reply }) => {
-        const { events, truncated } = await exportEvents(logQueryOf(req.query as Record<string, unknown>));
+        const { events, truncated } = await collectEvents(
+          logQueryOf(req.query as Record<string, unknown>),
+          EXPORT_MAX_ROWS / MAX_QUERY_LIMIT,
+        );
         if (truncated) reply.header('X-Sluice-Truncated', String(EXPORT_MAX_ROWS));
         reply.header('Content-Type', 'text/csv; charset=utf-8');
         reply.header('Content-Disposition', 'attachment; filename="sluice-blocked.csv"');
@@ -770,7 +779,10 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
       summary: 'Blocked events as a JSON array, at most 10,000 rows (X-Sluice-Truncated says when cut)',
       schema: { querystring: { type: 'object', additionalProperties: false, properties: LOG_FILTERS } },
       handler: async ({ req, reply }) => {
-        const { events, truncated } = await exportEvents(logQueryOf(req.query as Record<string, unknown>));
+        const { events, truncated } = await collectEvents(
+          logQueryOf(req.query as Record<string, unknown>),
+          EXPORT_MAX_ROWS / MAX_QUERY_LIMIT,
+        );
         if (truncated) reply.header('X-Sluice-Truncated', String(EXPORT_MAX_ROWS));
         reply.header('Content-Disposition', 'attachment; filename="sluice-blocked.json"');
         return events;
@@ -810,10 +822,7 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
       handler: async ({ req }) => {
         const v = await runningVersion();
         if (v === null) throw httpError(409, 'no-policy', 'no policy is running');
-        const p = proposeAllowRule(
-          v.text,
-          (req.body as { event: Parameters<typeof proposeAllowRule>[1] }).event,
-        );
+        const p = proposeAllowRule(v.text, (req.body as { event: ProposalEvent }).event);
         return { ...p, baseVersionId: v.id, diff: lineDiff(v.text, p.text) };
       },
     },
@@ -916,20 +925,6 @@ export async function buildApp(opts: AppOptions): Promise<AppContext> {
       },
     },
   ];
-
-  const exportEvents = async (q: LogQuery): Promise<{ events: StoredEvent[]; truncated: boolean }> => {
-    const out: StoredEvent[] = [];
-    let cursor: string | undefined;
-    for (let page = 0; page < EXPORT_MAX_ROWS / 1000; page++) {
-      const lq: LogQuery = { ...q, limit: 1000 };
-      if (cursor !== undefined) lq.cursor = cursor;
-      const r = await logsPage(lq);
-      out.push(...r.events);
-      cursor = r.nextCursor;
-      if (cursor === undefined) return { events: out, truncated: false };
-    }
-    return { events: out, truncated: true };
-  };
 
   const pacer = opts.pacer === undefined ? undefined : new RequestPacer(opts.pacer);
   for (const r of routes) {

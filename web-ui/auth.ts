@@ -7,7 +7,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { isIPv6 } from 'node:net';
 import type { Role } from './users.ts';
 
-export const DEFAULT_IDLE_TIMEOUT_MS = 15 * 60 * 1000;
+const DEFAULT_IDLE_TIMEOUT_MS = 15 * 60 * 1000;
 /** Hard cap on concurrent sessions, so a login flood cannot exhaust memory. */
 const MAX_SESSIONS = 1000;
 
@@ -100,7 +100,7 @@ export function csrfMatches(session: Session, header: string | undefined): boole
  * on one address cannot lock the admins out from theirs, and an admin who mistyped waits at most a minute.
  */
 export const FREE_ATTEMPTS = 5;
-export const BASE_DELAY_MS = 1000;
+const BASE_DELAY_MS = 1000;
 export const MAX_DELAY_MS = 60_000;
 const MAX_TRACKED = 10_000;
 

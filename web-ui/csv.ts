@@ -5,7 +5,7 @@
  */
 import type { StoredEvent } from '../gateway/events.ts';
 
-export const CSV_COLUMNS = [
+const CSV_COLUMNS = [
   'id',
   'time',
   'count',
@@ -33,28 +33,11 @@ export function csvField(value: unknown): string {
   return /[",\r\n]/.test(s) || s.startsWith("'") ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
+/** One line per event; the time as ISO 8601, which spreadsheets and people both read. */
 export function csvRow(e: StoredEvent): string {
-  const rec: Record<(typeof CSV_COLUMNS)[number], unknown> = {
-    id: e.id,
-    time: new Date(e.time).toISOString(),
-    count: e.count,
-    verdict: e.verdict,
-    reason: e.reason,
-    source: e.source,
-    conduit: e.conduit,
-    flow: e.flow,
-    fromZone: e.fromZone,
-    toZone: e.toZone,
-    protocol: e.protocol,
-    src: e.src,
-    srcPort: e.srcPort,
-    dst: e.dst,
-    dstPort: e.dstPort,
-    inIface: e.inIface,
-    outIface: e.outIface,
-    detail: e.detail,
-  };
-  return CSV_COLUMNS.map((c) => csvField(rec[c])).join(',') + '\r\n';
+  return (
+    CSV_COLUMNS.map((c) => csvField(c === 'time' ? new Date(e.time).toISOString() : e[c])).join(',') + '\r\n'
+  );
 }
 
 export function csvHeader(): string {

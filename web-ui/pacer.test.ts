@@ -32,9 +32,13 @@ describe('RequestPacer', () => {
   });
 
   it('forgets the least recently seen client when full', () => {
-    const p = new RequestPacer({ maxClients: 3 }, () => 0);
+    // burst 1: a remembered client's second request waits, a forgotten (new) one does not.
+    const p = new RequestPacer({ maxClients: 3, ratePerSecond: 1, burst: 1, maxDelayMs: 10_000 }, () => 0);
     for (const k of ['a', 'b', 'c', 'a', 'd']) p.decide(k);
     expect(p.clients).toBe(3);
+    // 'b' was the least recently seen when 'd' came ('a' was seen again after it): 'b' starts afresh.
+    expect(p.decide('b')).toEqual({ kind: 'go', delayMs: 0 });
+    expect(p.decide('a')).toEqual({ kind: 'go', delayMs: 2000 });
   });
 });
 

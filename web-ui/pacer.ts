@@ -18,7 +18,7 @@ export interface PacerOptions {
   maxClients: number;
 }
 
-export const DEFAULT_PACER: PacerOptions = {
+const DEFAULT_PACER: PacerOptions = {
   ratePerSecond: 25,
   burst: 50,
   maxDelayMs: 2000,

@@ -70,12 +70,7 @@ function uniqueName(base: string, taken: Set<string>): string {
  * formatting and comments (re-serialising the document would restyle it). Falls back to re-serialising when
  * the collection is written in flow style.
  */
-function appendBlock(
-  _doc: Document,
-  text: string,
-  node: unknown,
-  lines: (indent: string) => string[],
-): string | undefined {
+function appendBlock(text: string, node: unknown, lines: (indent: string) => string[]): string | undefined {
   const n = node as { range?: [number, number, number]; flow?: boolean } | null;
   if (n === null || n.range === undefined || n.flow === true) return undefined;
   const [start, valueEnd] = n.range;
@@ -132,7 +127,7 @@ function proposeModbus(doc: Document, text: string, policy: Policy, ev: Proposal
   if (isSeq(fns)) fns.flow = true;
   const rules = doc.getIn([...base, 'rules'], true);
   const spliced = isSeq(rules)
-    ? appendBlock(doc, text, rules, (ind) => [
+    ? appendBlock(text, rules, (ind) => [
         `${ind}- functions: [${fn}]`,
         ...(rule['addresses'] === undefined ? [] : [`${ind}  addresses: ${String(rule['addresses'])}`]),
       ])
@@ -213,7 +208,7 @@ export function proposeAllowRule(policyText: string, ev: ProposalEvent): Proposa
   const existing = doc.getIn(['conduits', conduit, 'flows'], true);
   const spliced = created
     ? isMap(conduits)
-      ? appendBlock(doc, policyText, conduits, (ind) => [
+      ? appendBlock(policyText, conduits, (ind) => [
           `${ind}${conduit}:`,
           `${ind}  from: ${fromZone}`,
           `${ind}  to: ${toZone}`,
@@ -224,7 +219,7 @@ export function proposeAllowRule(policyText: string, ev: ProposalEvent): Proposa
         ])
       : undefined
     : isSeq(existing)
-      ? appendBlock(doc, policyText, existing, flowLines)
+      ? appendBlock(policyText, existing, flowLines)
       : undefined;
   if (created) {
     const c = doc.createNode({

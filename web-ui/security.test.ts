@@ -3,7 +3,7 @@
  * code before its fix. The daemon is a plain function, so calls can be counted and made to fail.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdtemp, rm, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -12,7 +12,7 @@ import { ControlError } from '../gateway/control.ts';
 import { buildApp, EXPORT_MAX_ROWS, POLL_HEADER, type AppContext, type DaemonCall } from './app.ts';
 import { startUi } from './server.ts';
 import { FREE_ATTEMPTS, sourceKey, FailureAuditLimiter } from './auth.ts';
-import { SETUP_TOKEN_TTL_MS, USERS_FILE } from './users.ts';
+import { SETUP_TOKEN_TTL_MS, USERS_FILE, UserStore } from './users.ts';
 
 const quiet = pino({ level: 'silent' });
 const PASSWORD = 'correct horse battery';
@@ -428,8 +428,6 @@ describe('HTTPS (item 12, item 19, Secure cookies)', () => {
               req.end(body ? JSON.stringify(body) : undefined);
             },
           );
-        await writeFile(join(d, 'marker'), '');
-        const { UserStore } = await import('./users.ts');
         await new UserStore(d).add('alice', 'admin', PASSWORD);
         const li = await call('POST', '/api/login', {}, { name: 'alice', password: PASSWORD });
         expect(li.status, li.body).toBe(200);

@@ -45,7 +45,7 @@ export interface RunningUi {
   close(): Promise<void>;
 }
 
-export function parseListen(listen: string): { host: string; port: number } {
+function parseListen(listen: string): { host: string; port: number } {
   const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(listen) ?? /^([^:]+):(\d{1,5})$/.exec(listen);
   const port = m === null ? NaN : Number(m[2]);
   const host = m?.[1] ?? '';
@@ -57,12 +57,12 @@ export function parseListen(listen: string): { host: string; port: number } {
   return { host, port };
 }
 
-export function isLoopback(host: string): boolean {
+function isLoopback(host: string): boolean {
   return host === '::1' || /^127\./.test(host);
 }
 
 /** The SHA-256 fingerprint of a PEM certificate, as browsers show it (AA:BB:…). */
-export function certFingerprint(pem: string): string {
+function certFingerprint(pem: string): string {
   return new X509Certificate(pem).fingerprint256;
 }
 
@@ -70,7 +70,7 @@ export function certFingerprint(pem: string): string {
  * The origins a browser uses for this listen address: the address itself, every local address when bound to
  * the unspecified address, and `localhost` on loopback. Never taken from the request's Host header.
  */
-export function originsFor(scheme: string, host: string, port: number): string[] {
+function originsFor(scheme: string, host: string, port: number): string[] {
   const hosts = new Set<string>([host]);
   if (host === '0.0.0.0' || host === '::') {
     for (const list of Object.values(networkInterfaces()))

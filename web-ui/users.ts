@@ -15,7 +15,7 @@ import { SluiceError } from '../policies/errors.ts';
 export const ROLES = ['admin', 'integrator', 'operator', 'auditor'] as const;
 export type Role = (typeof ROLES)[number];
 export const USERS_FILE = 'ui-users.json';
-export const MIN_PASSWORD_LENGTH = 12;
+const MIN_PASSWORD_LENGTH = 12;
 export const USER_NAME_RE = /^[a-z][a-z0-9._-]{0,31}$/;
 /** A setup token is good for one hour: long enough to walk to a browser, short enough not to linger. */
 export const SETUP_TOKEN_TTL_MS = 60 * 60 * 1000;
@@ -59,13 +59,13 @@ function scrypt(password: string, salt: Buffer, p: typeof SCRYPT): Promise<Buffe
   );
 }
 
-export async function hashPassword(password: string): Promise<string> {
+async function hashPassword(password: string): Promise<string> {
   const salt = randomBytes(16);
   const key = await scrypt(password, salt, SCRYPT);
   return `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${salt.toString('base64')}$${key.toString('base64')}`;
 }
 
-export async function verifyPassword(password: string, stored: string): Promise<boolean> {
+async function verifyPassword(password: string, stored: string): Promise<boolean> {
   const parts = stored.split('$');
   if (parts.length !== 6 || parts[0] !== 'scrypt') return false;
   const [, n, r, p, saltB64, hashB64] = parts as [string, string, string, string, string, string];
@@ -87,7 +87,7 @@ function getDummyHash(): Promise<string> {
   return dummyHash;
 }
 
-export function checkPasswordPolicy(password: string): void {
+function checkPasswordPolicy(password: string): void {
   if (password.length < MIN_PASSWORD_LENGTH)
     throw new UserError(
       'user.weak-password',
@@ -96,7 +96,7 @@ export function checkPasswordPolicy(password: string): void {
   if (password.length > 1024) throw new UserError('user.weak-password', 'password is too long');
 }
 
-export function checkUserName(name: string): void {
+function checkUserName(name: string): void {
   if (!USER_NAME_RE.test(name))
     throw new UserError('user.bad-name', `user name must match ${USER_NAME_RE.source}`);
 }

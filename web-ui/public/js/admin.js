@@ -1,7 +1,7 @@
 /* global window */
 // Audit log (auditor, admin) and UI accounts (admin).
 import { h, replace, fmtTime } from './dom.js';
-import { api } from './api.js';
+import { api, errorText } from './api.js';
 import { diffView } from './policy.js';
 
 /**
@@ -34,7 +34,7 @@ function auditRows(e) {
       );
     } catch (err) {
       loaded = false;
-      replace(cell, h('p', { class: 'error', text: err instanceof Error ? err.message : String(err) }));
+      replace(cell, h('p', { class: 'error', text: errorText(err) }));
     }
   };
   return [
@@ -139,7 +139,7 @@ export async function usersPage(el) {
                     await api('DELETE', `/api/users/${encodeURIComponent(u.name)}`);
                     await usersPage(el);
                   } catch (err) {
-                    msg.textContent = err instanceof Error ? err.message : String(err);
+                    msg.textContent = errorText(err);
                   }
                 },
               }),
@@ -163,7 +163,7 @@ export async function usersPage(el) {
             });
             await usersPage(el);
           } catch (err) {
-            msg.textContent = err instanceof Error ? err.message : String(err);
+            msg.textContent = errorText(err);
             msg.className = 'error';
           }
         },

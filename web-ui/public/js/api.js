@@ -81,3 +81,13 @@ export async function api(method, url, body, opts = {}) {
 export function can(role, roles) {
   return roles.includes(role);
 }
+
+/** Whether the signed-in user may change policies (the API's policy-writing roles). */
+export function canEditPolicy() {
+  return session !== null && can(session.role, ['admin', 'integrator']);
+}
+
+/** What to show the person for a failed call. @param {unknown} err */
+export function errorText(err) {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -2,7 +2,7 @@
 // Blocked traffic: filters, click a value to filter by it, live tail, CSV/JSON export, why each event was
 // blocked, and a proposed allow rule the integrator can open in the policy editor.
 import { h, replace, fmtTime } from './dom.js';
-import { api, session, can } from './api.js';
+import { api, canEditPolicy, errorText } from './api.js';
 import { diffView, PROPOSAL_KEY } from './policy.js';
 
 const FIELDS = ['zone', 'conduit', 'src', 'dst', 'protocol', 'verdict', 'reason'];
@@ -35,7 +35,7 @@ export function explain(e) {
 
 /** @param {HTMLElement} el */
 export async function logsPage(el) {
-  const writer = session !== null && can(session.role, ['admin', 'integrator']);
+  const writer = canEditPolicy();
   /** @type {Record<string, string>} */
   const filters = {};
   const qs = new URLSearchParams(window.location.hash.split('?')[1] ?? '');
@@ -185,7 +185,7 @@ export async function logsPage(el) {
         h('p', {
           class: 'error',
           id: 'proposal-error',
-          text: `No proposal: ${err instanceof Error ? err.message : String(err)}`,
+          text: `No proposal: ${errorText(err)}`,
         }),
       );
     }
@@ -219,11 +219,7 @@ export async function logsPage(el) {
 
   /** @param {boolean} [poll] a live-tail refresh, not the person acting */
   const load = async (poll = false) => {
-    for (const f of FIELDS) {
-      const v = /** @type {HTMLInputElement} */ (inputs[f]).value.trim();
-      if (v === '') filters[f] = '';
-      else filters[f] = v;
-    }
+    for (const f of FIELDS) filters[f] = /** @type {HTMLInputElement} */ (inputs[f]).value.trim();
     range = rangeSel.value;
     const p = query();
     csv.href = `/api/logs/export.csv?${p}`;

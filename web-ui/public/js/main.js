@@ -1,7 +1,7 @@
 /* global document, window, setInterval, clearInterval */
 // Entry point: login or first-admin setup, navigation by role, the pending-confirmation banner.
 import { h, replace, fmtCountdown } from './dom.js';
-import { api, session, setSession, can, ApiError } from './api.js';
+import { api, session, setSession, can, canEditPolicy, errorText } from './api.js';
 import { dashboardPage } from './dashboard.js';
 import { policyPage } from './policy.js';
 import { logsPage } from './logs.js';
@@ -35,6 +35,11 @@ const PAGES = [
 let cleanup;
 /** @type {ReturnType<typeof setInterval> | undefined} */
 let pendingTimer;
+/**
+ * The trial's rollback deadline on this browser's clock (ms); undefined when nothing is pending.
+ * @type {number | undefined}
+ */
+let pendingDeadline;
 
 function routeId() {
   const id = window.location.hash.replace(/^#/, '').split('?')[0];
@@ -58,7 +63,7 @@ async function render() {
       view,
       h('p', {
         class: 'error',
-        text: `Could not load ${page.label}: ${err instanceof Error ? err.message : String(err)}`,
+        text: `Could not load ${page.label}: ${errorText(err)}`,
       }),
     );
   }
@@ -102,17 +107,13 @@ async function refreshPending() {
     const st = await api('GET', '/api/status', undefined, { poll: true });
     const p = st.daemon.pending;
     if (p === null || p === undefined) {
+      pendingDeadline = undefined;
       pendingEl.hidden = true;
       replace(pendingEl);
       return;
     }
-    const deadline = Date.parse(p.deadline);
-    const offset = Date.now() - st.now;
-    const tick = () => {
-      const left = (deadline - (Date.now() - offset)) / 1000;
-      const cd = pendingEl.querySelector('.countdown');
-      if (cd !== null) cd.textContent = fmtCountdown(left);
-    };
+    // The deadline is on the gateway's clock: shift it by this browser's offset, so a skewed clock counts right.
+    pendingDeadline = Date.parse(p.deadline) + (Date.now() - st.now);
     pendingEl.hidden = false;
     replace(
       pendingEl,
@@ -122,7 +123,7 @@ async function refreshPending() {
       ' in ',
       h('span', { class: 'countdown', id: 'countdown' }),
       ' unless confirmed. ',
-      session !== null && can(session.role, ['admin', 'integrator'])
+      canEditPolicy()
         ? h('button', {
             id: 'confirm',
             class: 'primary',
@@ -134,7 +135,7 @@ async function refreshPending() {
           })
         : null,
     );
-    tick();
+    countdownTick();
   } catch {
     // the status poll retries; a daemon restart must not break the page
   }
@@ -142,10 +143,8 @@ async function refreshPending() {
 
 function countdownTick() {
   const cd = pendingEl.querySelector('.countdown');
-  if (cd === null || pendingEl.hidden) return;
-  const [m, s] = (cd.textContent ?? '0:00').split(':').map(Number);
-  const left = (m ?? 0) * 60 + (s ?? 0) - 1;
-  cd.textContent = fmtCountdown(left);
+  if (cd === null || pendingEl.hidden || pendingDeadline === undefined) return;
+  cd.textContent = fmtCountdown((pendingDeadline - Date.now()) / 1000);
 }
 
 /** @param {string} banner */
@@ -182,7 +181,7 @@ function setupView(banner, token) {
           setSession(s);
           await afterLogin();
         } catch (err) {
-          msg.textContent = err instanceof Error ? err.message : String(err);
+          msg.textContent = errorText(err);
         }
       },
     },
@@ -226,7 +225,7 @@ function loginView(banner) {
           setSession(s);
           await afterLogin();
         } catch (err) {
-          msg.textContent = err instanceof ApiError || err instanceof Error ? err.message : String(err);
+          msg.textContent = errorText(err);
         }
       },
     },

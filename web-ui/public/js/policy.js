@@ -2,7 +2,7 @@
 // Policy page: running text, a YAML editor with line numbers and problems at their lines (validated through
 // the API as you type), diff against the running version, apply with a confirm window, history with rollback.
 import { h, replace, fmtTime } from './dom.js';
-import { api, session, can } from './api.js';
+import { api, canEditPolicy } from './api.js';
 
 export const PROPOSAL_KEY = 'sluice.proposal';
 
@@ -35,7 +35,7 @@ export function diffView(lines) {
 
 /** @param {HTMLElement} el */
 export async function policyPage(el) {
-  const writer = session !== null && can(session.role, ['admin', 'integrator']);
+  const writer = canEditPolicy();
   let running = await api('GET', '/api/policy');
   const runningEl = h('p', { class: 'muted', id: 'running' });
   const showRunning = () => {
@@ -108,20 +108,12 @@ export async function policyPage(el) {
     marks = new Map();
     /** @type {{sev: string, line: number|undefined, col: number|undefined, text: string}[]} */
     const items = [];
-    for (const p of r.errors)
-      items.push({
-        sev: 'error',
-        line: p.position?.line,
-        col: p.position?.column,
-        text: `${p.code}: ${p.message}`,
-      });
-    for (const p of r.warnings)
-      items.push({
-        sev: 'warning',
-        line: p.position?.line,
-        col: p.position?.column,
-        text: `${p.code}: ${p.message}`,
-      });
+    for (const [sev, list] of [
+      ['error', r.errors],
+      ['warning', r.warnings],
+    ])
+      for (const p of list)
+        items.push({ sev, line: p.position?.line, col: p.position?.column, text: `${p.code}: ${p.message}` });
     for (const f of r.lint) {
       if (
         f.waiver !== undefined ||
