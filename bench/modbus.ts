@@ -383,19 +383,20 @@ async function orchestrate(o: Options): Promise<number> {
     // were the other machines they stand for. Plain forwarding happens in the senders' softirq context, so in
     // split it runs on the endpoints' CPU; the filter's extra hop crosses CPUs (expensive wake-ups in a VM).
     const allowed = (await allowedCpus()) ?? [];
+    // The same split as the product's (gateway/sched.ts): the daemon's CPUs for the filter, the UI's for the rest.
     const gwCpus = cpuPlan('daemon', allowed);
-    const peerCpus = gwCpus === undefined ? undefined : allowed.filter((c) => !gwCpus.includes(c));
+    const peerCpus = cpuPlan('ui', allowed);
     const echoPid = echo.pid;
     if (echoPid === undefined) throw new Error('echo server has no pid');
-    const layouts: Layout[] = [{ name: 'shared', note: `all on CPU ${formatCpuList(allowed)}` }];
-    if (o.layout !== 'shared' && gwCpus !== undefined && peerCpus !== undefined && peerCpus.length > 0)
-      layouts.push({
+    const candidates: Layout[] = [{ name: 'shared', note: `all on CPU ${formatCpuList(allowed)}` }];
+    if (gwCpus !== undefined && peerCpus !== undefined)
+      candidates.push({
         name: 'split',
         note: `filter on CPU ${formatCpuList(gwCpus)}, master and PLC on CPU ${formatCpuList(peerCpus)}`,
         gw: gwCpus,
         peers: peerCpus,
       });
-    if (o.layout === 'split') layouts.shift();
+    const layouts = candidates.filter((l) => o.layout === 'both' || o.layout === l.name);
     if (layouts.length === 0) throw new Error('--layout split needs two or more CPUs');
     const place = async (cpus: readonly number[], pids: number[]) => {
       for (const p of pids) {

@@ -236,20 +236,25 @@ async function main(): Promise<number> {
   // master and the PLC with the data path they measure (this process is pinned there, so every child it
   // starts inherits it), the browsers' load generator with the UI it loads. Without that, the kernel puts
   // the master's wake-ups on the UI's CPU (it counts as idle while only idle-class work runs there).
-  const allowed = await allowedCpus();
-  const dataCpus = allowed === undefined ? undefined : cpuPlan('daemon', allowed);
-  const uiCpus = allowed === undefined ? undefined : cpuPlan('ui', allowed);
+  const allowed = (await allowedCpus()) ?? [];
+  const dataCpus = cpuPlan('daemon', allowed);
+  const uiCpus = cpuPlan('ui', allowed);
+  // Command prefixes: a child that must start with every CPU (and place itself), and the load generator.
+  let unpinned: string[] = [];
+  let onUiCpu: string[] = [];
+  let layout = 'one CPU: no placement';
   if (dataCpus !== undefined && uiCpus !== undefined) {
     const pinned = await pinCpus(dataCpus);
     if (!pinned.ok) throw new Error(pinned.reason);
+    unpinned = ['taskset', '-c', formatCpuList(allowed)];
+    onUiCpu = ['taskset', '-c', formatCpuList(uiCpus)];
+    layout = `data path (daemon, master, PLC) on CPU ${formatCpuList(dataCpus)}, UI and its load on CPU ${formatCpuList(uiCpus)}`;
   }
-  const layout =
-    dataCpus !== undefined && uiCpus !== undefined
-      ? `data path (daemon, master, PLC) on CPU ${formatCpuList(dataCpus)}, UI and its load on CPU ${formatCpuList(uiCpus)}`
-      : 'one CPU: no placement';
-  /** Command prefix that undoes this process's pinning for a child. */
-  const unpinned =
-    allowed !== undefined && dataCpus !== undefined ? ['taskset', '-c', formatCpuList(allowed)] : [];
+  /** Runs `cmd` behind `prefix` (a wrapper command and its arguments, or nothing). */
+  const behind = (prefix: string[], cmd: string[]): [string, string[]] => {
+    const all = [...prefix, ...cmd];
+    return [all[0] as string, all.slice(1)];
+  };
   const stateDir = await mkdtemp(path.join(tmpdir(), 'sluice-bench-ui-'));
   let lab: Lab | undefined;
   let daemon: Spawned | undefined;
@@ -285,17 +290,15 @@ async function main(): Promise<number> {
     await new UserStore(stateDir).add('bench', 'operator', PASSWORD);
     // The UI as deployed: its own process (`sluice ui`), so its load competes for CPU but not for an event loop.
     ui = spawn(
-      unpinned[0] ?? process.execPath,
-      [
-        ...unpinned.slice(1),
-        ...(unpinned.length > 0 ? [process.execPath] : []),
+      ...behind(unpinned, [
+        process.execPath,
         CLI,
         'ui',
         '--listen',
         `127.0.0.1:${UI_PORT}`,
         '--state-dir',
         stateDir,
-      ],
+      ]),
       { stdio: ['ignore', 'ignore', 'inherit'] },
     );
     const base = `http://127.0.0.1:${UI_PORT}`;
@@ -329,15 +332,21 @@ async function main(): Promise<number> {
     // Here they share its 2 cores, so they run in the idle scheduling class (as the UI does, gateway/sched.ts)
     // to take only CPU the gateway leaves over; the load the gateway itself sees (requests, HTTP parsing,
     // log queries in the UI process) is unchanged, and the request count below shows it was offered in full.
-    const loaderCmd = ['chrt', '--idle', '0', 'nice', '-n', '19', process.execPath, SELF, '--load', base];
     const loader = execa(
-      uiCpus === undefined ? 'env' : 'taskset',
-      [
-        ...(uiCpus === undefined ? [] : ['-c', formatCpuList(uiCpus)]),
-        ...loaderCmd,
+      ...behind(onUiCpu, [
+        'chrt',
+        '--idle',
+        '0',
+        'nice',
+        '-n',
+        '19',
+        process.execPath,
+        SELF,
+        '--load',
+        base,
         '--seconds',
         String(seconds),
-      ],
+      ]),
       { cwd: ROOT, timeout: (seconds * 4 + 180) * 1000, stdin: 'pipe' },
     );
     const tell = (line: string) => loader.stdin?.write(line + '\n');
