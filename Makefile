@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 # Debian packages: the gateway's own (nftables, iproute2, ulogd2) and the test peers (mbpoll, iperf3).
 OS_PACKAGES := nftables iproute2 ulogd2 ulogd2-json mbpoll iperf3 iputils-ping procps chromium
 
-.PHONY: all deps os-deps node-deps build lint typecheck test test-unit test-integration demo demo-down bench clean install uninstall
+.PHONY: all deps os-deps node-deps build lint typecheck test test-unit test-integration demo demo-down bench bench-deps clean install uninstall
 
 all: build
 
@@ -52,11 +52,17 @@ demo-down: node-deps
 	node bin/sluice.js lab down || true
 
 # Each bench measures its baseline in the same run and prints ratios; none is a test. `make bench` runs all.
+# bench/modbus builds its C reference relay (bench/reference-relay.c) with gcc, needed by no test.
 BENCHES := compile logs apply modbus opcua ui
-bench: deps build
+BENCH_PACKAGES := gcc libc6-dev
+
+bench-deps: deps
+	@bash systemd/install-deps.sh $(BENCH_PACKAGES)
+
+bench: bench-deps build
 	@for b in $(BENCHES); do echo "=== bench/$$b.ts"; node bench/$$b.ts || exit $$?; done
 
-bench-%: deps build
+bench-%: bench-deps build
 	node bench/$*.ts
 
 clean:

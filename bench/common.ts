@@ -55,22 +55,23 @@ export type PathName = 'plain' | 'filter' | 'relay';
 export const PATH_ORDER: readonly PathName[] = ['plain', 'filter', 'relay'];
 
 /**
- * `rounds` × every scenario × every path, calling `run` once each and `report` after it; returns the
- * results of one scenario (by `key`) and path across the rounds.
+ * `rounds` × every scenario × every path of `paths`, calling `run` once each and
+ * `report` after it; returns the results of one scenario (by `key`) and path across the rounds.
  */
-export async function runRounds<S, R>(
+export async function runRounds<S, R, P extends string>(
   rounds: number,
   scenarios: readonly S[],
   key: (s: S) => string,
-  run: (s: S, p: PathName) => Promise<R>,
-  report: (round: number, s: S, p: PathName, r: R) => void,
-): Promise<(s: S, p: PathName) => R[]> {
+  run: (s: S, p: P) => Promise<R>,
+  report: (round: number, s: S, p: P, r: R) => void,
+  paths: readonly P[],
+): Promise<(s: S, p: P) => R[]> {
   const results = new Map<string, R[]>();
   for (let round = 0; round < rounds; round++) {
     for (const sc of scenarios) {
       // Rotate which path goes first, so drift on a shared machine does not favour one path.
-      const paths = PATH_ORDER.map((_, i) => PATH_ORDER[(i + round) % PATH_ORDER.length] as PathName);
-      for (const p of paths) {
+      const order = paths.map((_, i) => paths[(i + round) % paths.length] as P);
+      for (const p of order) {
         const r = await run(sc, p);
         const k = `${key(sc)}|${p}`;
         results.set(k, [...(results.get(k) ?? []), r]);
@@ -82,12 +83,12 @@ export async function runRounds<S, R>(
 }
 
 /** The progress line of one run (stderr), `label` already padded. */
-export function roundLine(round: number, label: string, p: PathName, unit: string, r: RunSummary): string {
+export function roundLine(round: number, label: string, p: string, unit: string, r: RunSummary): string {
   return `round ${round + 1}  ${label} ${p.padEnd(6)} ${r.rps.toFixed(0).padStart(7)} ${unit}  p50 ${r.p50Ms.toFixed(3)} ms  p99 ${r.p99Ms.toFixed(3)} ms  errors ${r.errors}`;
 }
 
 /** A row of the result table, `label` already padded. */
-export function tableRow(label: string, p: PathName, a: RunSummary): string {
+export function tableRow(label: string, p: string, a: RunSummary): string {
   return `${label} ${p.padEnd(6)} ${a.rps.toFixed(0).padStart(10)} ${a.p50Ms.toFixed(3).padStart(10)} ${a.p99Ms.toFixed(3).padStart(10)} ${String(a.errors).padStart(7)}`;
 }
 

@@ -8,7 +8,12 @@
  * compiled policy, in the same run:
  * - plain: a `tcp` flow to port 5020, forwarded by nftables only;
  * - filter: a `modbus` flow to port 502, redirected to the Modbus filter (test/lab/proxy-host.ts running the
- *   proxy plan with modbusInspectorFactory, as the daemon does).
+ *   proxy plan with modbusInspectorFactory, as the daemon does);
+ * - relay: a `modbus` flow to port 503, the same proxy with no inspection (the proxy's own cost);
+ * - ref: a `modbus` flow to port 504 whose redirect goes to bench/reference-relay.c instead, a minimal C epoll
+ *   relay (one read and one write per chunk, nothing else): the floor of what any proxy that terminates TCP
+ *   costs in this lab. Built with the system C compiler (`make bench` installs gcc); without one the path is
+ *   left out and the reason printed.
  * With 1 and 50 concurrent masters it reports requests/s and p50/p99 latency, then the ratios against the
  * goals (≥ 0.90× throughput at 50 masters, p99 ≤ 1.3×). Finally it opens 1,000 connections through the
  * filter (each completes one request, then stays open) and reports the filter process's RSS (goal ≤ 96 MB).
@@ -29,6 +34,7 @@ import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { Nft } from '../gateway/nft.ts';
 import { allowedCpus, cpuPlan, formatCpuList, pinCpus } from '../gateway/sched.ts';
+import type { Spawned } from '../test/lab/netns.ts';
 import { labUp, type Lab } from '../test/lab/topology.ts';
 import {
   aggregate,
@@ -205,8 +211,15 @@ async function holdConnections(host: string, port: number, n: number): Promise<v
 const PREFIX = 'slcMb';
 const CLIENT = '10.233.1.10';
 const SERVER = '10.233.2.20';
-/** The filtered flow (Modbus filter), a relayed flow (same proxy, no inspection) and a plain tcp flow. */
-const PORTS = { filter: 502, relay: 503, plain: 5020 } as const satisfies Record<PathName, number>;
+/** The bench's paths: the three every filter bench has, and the reference relay (see the module comment). */
+type ModbusPath = PathName | 'ref';
+/** Plain tcp flow, filtered flow, relayed flow (same proxy, no inspection), reference relay's flow. */
+const PORTS = { filter: 502, relay: 503, plain: 5020, ref: 504 } as const satisfies Record<
+  ModbusPath,
+  number
+>;
+/** The flow whose redirect the reference relay takes over. */
+const REF_FLOW = 'reference';
 /** Paced scenario: each master polls once per this interval (a fast PLC poll cycle). */
 const PACED_INTERVAL_MS = 10;
 
@@ -241,6 +254,14 @@ const POLICY = hmiControlPolicy(
         from: [master]
         to: [plc]
         port: ${PORTS.plain}
+      - name: ${REF_FLOW}
+        protocol: modbus
+        from: [master]
+        to: [plc]
+        port: ${PORTS.ref}
+        modbus:
+          rules:
+            - functions: [read-holding-registers]
 `,
 );
 
@@ -284,6 +305,22 @@ async function filterHost(dir: string): Promise<{ script: string; note: string }
   return { script, note: 'compiled JavaScript (dist/ was stale: built into a temporary directory)' };
 }
 
+/**
+ * Builds bench/reference-relay.c into `dir` with the system C compiler. Returns the binary, or why there is
+ * none (the bench then runs without the ref path and says so).
+ */
+async function referenceRelay(dir: string): Promise<{ bin: string } | { skipped: string }> {
+  const bin = path.join(dir, 'reference-relay');
+  const r = await execa('cc', ['-O2', '-o', bin, path.join(ROOT, 'bench/reference-relay.c')], {
+    reject: false,
+  });
+  if (r.failed) {
+    const why = r.exitCode === undefined ? 'no C compiler (cc); `make bench` installs gcc' : r.stderr.trim();
+    return { skipped: `reference relay left out: ${why}` };
+  }
+  return { bin };
+}
+
 interface Layout {
   name: 'shared' | 'split';
   note: string;
@@ -317,10 +354,12 @@ interface Scenario {
   intervalMs: number;
 }
 
+const CLOSED_50 = 'closed-loop, 50 masters';
+const PACED_50 = `paced ${PACED_INTERVAL_MS} ms, 50 masters`;
 const SCENARIOS: Scenario[] = [
   { name: 'closed-loop, 1 master', masters: 1, intervalMs: 0 },
-  { name: 'closed-loop, 50 masters', masters: 50, intervalMs: 0 },
-  { name: `paced ${PACED_INTERVAL_MS} ms, 50 masters`, masters: 50, intervalMs: PACED_INTERVAL_MS },
+  { name: CLOSED_50, masters: 50, intervalMs: 0 },
+  { name: PACED_50, masters: 50, intervalMs: PACED_INTERVAL_MS },
 ];
 
 async function orchestrate(o: Options): Promise<number> {
@@ -331,6 +370,8 @@ async function orchestrate(o: Options): Promise<number> {
   const { ruleset, plan } = await compileBenchPolicy(POLICY, 'bench-modbus.yaml');
   const dir = await mkdtemp(path.join(tmpdir(), 'sluice-bench-modbus-'));
   const host = await filterHost(dir);
+  const ref = await referenceRelay(dir);
+  const paths: ModbusPath[] = 'bin' in ref ? [...PATH_ORDER, 'ref'] : [...PATH_ORDER];
   const lab = await labUp({
     prefix: PREFIX,
     zones: hmiControlZones('10.233', MASTER, PLC),
@@ -353,13 +394,34 @@ async function orchestrate(o: Options): Promise<number> {
     const proxy = lab.spawn(
       lab.gw,
       process.execPath,
-      [host.script, planFile, '--quiet', '--relay-flow', 'relay', '--limits', JSON.stringify(limits)],
+      [
+        host.script,
+        planFile,
+        '--quiet',
+        '--relay-flow',
+        'relay',
+        '--omit-flow',
+        REF_FLOW,
+        '--limits',
+        JSON.stringify(limits),
+      ],
       { cwd: ROOT },
     );
     const ready = await waitLine(proxy, (l) => 'ready' in l || 'failed' in l, 15_000);
     if (!('ready' in ready)) throw new Error(`filter did not start: ${JSON.stringify(ready)}`);
     const pid = proxy.pid;
     if (pid === undefined) throw new Error('filter process has no pid');
+    // The reference relay listens where the proxy of the reference flow would, so the same redirect feeds it.
+    let refRelay: Spawned | undefined;
+    if ('bin' in ref) {
+      const entry = plan.entries.find((e) => e.flow === REF_FLOW);
+      if (entry === undefined) throw new Error(`the bench plan has no ${REF_FLOW} entry`);
+      refRelay = lab.spawn(lab.gw, ref.bin, [String(entry.listenPort), SERVER, String(PORTS.ref)], {
+        cwd: ROOT,
+      });
+      await waitLine(refRelay, (l) => 'ready' in l, 10_000);
+    }
+    const refPid = refRelay?.pid;
 
     const { rssIdle, rssHeld, held } = await heldRss(
       lab,
@@ -371,7 +433,7 @@ async function orchestrate(o: Options): Promise<number> {
     );
 
     // Sanity: every path answers without errors.
-    for (const port of Object.values(PORTS)) {
+    for (const port of paths.map((p) => PORTS[p])) {
       const s = await master(lab, port, 1, { ...o, seconds: 0.3 });
       if (s.requests === 0 || s.errors > 0)
         throw new Error(`sanity run on port ${port} failed: ${JSON.stringify(s)}`);
@@ -404,10 +466,11 @@ async function orchestrate(o: Options): Promise<number> {
         if (!r.ok) throw new Error(r.reason);
       }
     };
-    const byLayout = new Map<string, (sc: Scenario, p: PathName) => MasterResult[]>();
+    const gwPids = refPid === undefined ? [pid] : [pid, refPid];
+    const byLayout = new Map<string, (sc: Scenario, p: ModbusPath) => MasterResult[]>();
     for (const layout of layouts) {
       // The masters are started by this process, so they inherit its affinity.
-      await place(layout.gw ?? allowed, [pid]);
+      await place(layout.gw ?? allowed, gwPids);
       await place(layout.peers ?? allowed, [echoPid, process.pid]);
       byLayout.set(
         layout.name,
@@ -418,33 +481,37 @@ async function orchestrate(o: Options): Promise<number> {
           (sc, p) => master(lab, PORTS[p], sc.masters, o, sc.intervalMs),
           (round, sc, p, r) =>
             console.error(roundLine(round, `${layout.name.padEnd(6)} ${sc.name.padEnd(24)}`, p, 'req/s', r)),
+          paths,
         ),
       );
     }
-    await place(allowed, [pid, echoPid, process.pid]);
+    await place(allowed, [...gwPids, echoPid, process.pid]);
     const rssAfter = await rssAfterLine(pid);
 
     const lines = [
       '',
       `Modbus filter benchmark: ${o.rounds} rounds × ${o.seconds} s per scenario, path and layout; Read Holding Registers ×10.`,
-      `plain = nftables forward only; filter = Modbus filter (redirect + proxy + inspection); relay = same proxy, no inspection.`,
+      `plain = nftables forward only; filter = Modbus filter (redirect + proxy + inspection); relay = same proxy, no inspection;`,
+      `ref = minimal C epoll relay on the same kind of redirect (bench/reference-relay.c): the floor of any TCP-terminating proxy here.`,
       `Filter process: ${host.note}.`,
+      ...('skipped' in ref ? [ref.skipped] : []),
     ];
     const goals: string[] = [];
     for (const layout of layouts) {
       const results = byLayout.get(layout.name);
       if (results === undefined) continue;
-      const get = (sc: Scenario, p: PathName): RunSummary => aggregate(results(sc, p));
+      const get = (sc: Scenario, p: ModbusPath): RunSummary => aggregate(results(sc, p));
       lines.push(
         '',
         `layout ${layout.name}: ${layout.note}`,
         'scenario                  path        req/s     p50 ms     p99 ms  errors',
       );
       for (const sc of SCENARIOS) {
-        for (const p of PATH_ORDER) lines.push(tableRow(sc.name.padEnd(25), p, get(sc, p)));
+        for (const p of paths) lines.push(tableRow(sc.name.padEnd(25), p, get(sc, p)));
       }
       lines.push('');
       const ratios: Record<string, { tput: number; p99: number }> = {};
+      const floor: Record<string, { tput: number; p99: number }> = {};
       for (const sc of SCENARIOS) {
         const pl = get(sc, 'plain');
         const fi = get(sc, 'filter');
@@ -454,12 +521,28 @@ async function orchestrate(o: Options): Promise<number> {
           `ratios filter/plain, ${sc.name.padEnd(24)} throughput ${(fi.rps / pl.rps).toFixed(2)}×  p50 ${(fi.p50Ms / pl.p50Ms).toFixed(2)}×  p99 ${(fi.p99Ms / pl.p99Ms).toFixed(2)}×   (filter/relay throughput ${(fi.rps / re.rps).toFixed(2)}×)`,
         );
       }
-      const c50 = ratios['closed-loop, 50 masters'];
-      const p50 = ratios[`paced ${PACED_INTERVAL_MS} ms, 50 masters`];
+      if (paths.includes('ref')) {
+        for (const sc of SCENARIOS) {
+          const pl = get(sc, 'plain');
+          const rf = get(sc, 'ref');
+          floor[sc.name] = { tput: rf.rps / pl.rps, p99: rf.p99Ms / pl.p99Ms };
+          lines.push(
+            `ratios ref/plain,    ${sc.name.padEnd(24)} throughput ${(rf.rps / pl.rps).toFixed(2)}×  p50 ${(rf.p50Ms / pl.p50Ms).toFixed(2)}×  p99 ${(rf.p99Ms / pl.p99Ms).toFixed(2)}×   (filter/ref throughput ${(get(sc, 'filter').rps / rf.rps).toFixed(2)}×)`,
+          );
+        }
+      }
+      const c50 = ratios[CLOSED_50];
+      const p50 = ratios[PACED_50];
       goals.push(
         `${layout.name}: goal throughput ≥ 0.90× at 50 masters: closed loop ${met((c50?.tput ?? 0) >= 0.9)}, paced ${met((p50?.tput ?? 0) >= 0.9)}`,
         `${layout.name}: goal p99 ≤ 1.3× at 50 masters: closed loop ${met((c50?.p99 ?? Infinity) <= 1.3)}, paced ${met((p50?.p99 ?? Infinity) <= 1.3)}`,
       );
+      const f50 = floor[CLOSED_50];
+      const fp50 = floor[PACED_50];
+      if (f50 !== undefined && fp50 !== undefined)
+        goals.push(
+          `${layout.name}: the same goals for the reference relay (no inspection, C): throughput closed loop ${met(f50.tput >= 0.9)} (${f50.tput.toFixed(2)}×), paced ${met(fp50.tput >= 0.9)}; p99 closed loop ${met(f50.p99 <= 1.3)} (${f50.p99.toFixed(2)}×), paced ${met(fp50.p99 <= 1.3)} (${fp50.p99.toFixed(2)}×)`,
+        );
     }
     lines.push(
       '',

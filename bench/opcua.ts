@@ -465,6 +465,7 @@ async function orchestrate(o: Options): Promise<number> {
         console.error(
           `${roundLine(round, sec.padEnd(15), p, 'reads/s', r)}  connect failures ${r.connectFailures}`,
         ),
+      PATH_ORDER,
     );
     const rssAfter = await rssAfterLine(pid);
 

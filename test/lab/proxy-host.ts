@@ -8,10 +8,12 @@
  * the proxies and exit 0. `--limits '{"maxConnections":2000}'` overrides proxy limits (the benchmark needs
  * more connections than the defaults allow).
  *
- *   node test/lab/proxy-host.ts PLAN.json [--limits JSON] [--quiet] [--relay-flow NAME …]
+ *   node test/lab/proxy-host.ts PLAN.json [--limits JSON] [--quiet] [--relay-flow NAME …] [--omit-flow NAME …]
  *
  * Entries of a flow named by `--relay-flow` run the plain relay instead of their protocol's filter: the
- * benchmark uses one to separate the proxy's own cost from the filter's.
+ * benchmark uses one to separate the proxy's own cost from the filter's. Entries of a flow named by
+ * `--omit-flow` are not started at all, leaving their listen port to another program (bench/modbus.ts runs
+ * its reference relay there).
  */
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
@@ -29,6 +31,7 @@ const { values, positionals } = parseArgs({
     limits: { type: 'string' },
     quiet: { type: 'boolean', default: false },
     'relay-flow': { type: 'string', multiple: true, default: [] },
+    'omit-flow': { type: 'string', multiple: true, default: [] },
   },
 });
 
@@ -38,10 +41,14 @@ function line(obj: unknown): void {
 
 const planFile = positionals[0];
 if (planFile === undefined) {
-  process.stderr.write('usage: proxy-host.ts PLAN.json [--limits JSON] [--quiet] [--relay-flow NAME …]\n');
+  process.stderr.write(
+    'usage: proxy-host.ts PLAN.json [--limits JSON] [--quiet] [--relay-flow NAME …] [--omit-flow NAME …]\n',
+  );
   process.exit(2);
 }
-const plan = JSON.parse(await readFile(planFile, 'utf8')) as ProxyPlan;
+const omitted = new Set(values['omit-flow']);
+const read = JSON.parse(await readFile(planFile, 'utf8')) as ProxyPlan;
+const plan: ProxyPlan = { ...read, entries: read.entries.filter((e) => !omitted.has(e.flow)) };
 const limits = values.limits === undefined ? {} : (JSON.parse(values.limits) as Partial<ProxyLimits>);
 
 const relayFlows = new Set(values['relay-flow']);
