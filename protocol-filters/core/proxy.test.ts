@@ -436,10 +436,14 @@ describe('FlowProxy backpressure', () => {
     expect(hash.digest('hex')).toBe(sentHash.digest('hex'));
   });
 
-  it('stops reading the upstream while the client does not read', async () => {
+  it('stops reading the upstream while the client does not read, then delivers every byte intact', async () => {
+    // A pattern with period 251 (prime, so never aligned with read sizes): a read buffer reused before its
+    // bytes were written out would show up as a wrong byte at the client.
+    const pattern = (i: number): number => i % 251;
     const { proxy } = await setup({
       upstream: (s) => {
-        const block = Buffer.alloc(1024 * 1024, 0x5a);
+        const block = Buffer.alloc(1024 * 1024);
+        for (let i = 0; i < block.length; i++) block[i] = pattern(i);
         let left = TOTAL / block.length;
         const pump = (): void => {
           while (left > 0) {
@@ -459,9 +463,14 @@ describe('FlowProxy backpressure', () => {
     await sleep(500);
     expect(proxy.stats.bytesToClient).toBeLessThan(TOTAL / 2);
     let got = 0;
-    c.socket.on('data', (d: Buffer) => (got += d.length));
+    let wrong = 0;
+    c.socket.on('data', (d: Buffer) => {
+      for (let i = 0; i < d.length; i++) if (d[i] !== pattern((got + i) % (1024 * 1024))) wrong++;
+      got += d.length;
+    });
     c.socket.resume();
     await until(() => got === TOTAL, 20_000);
+    expect(wrong).toBe(0);
   });
 });
 
@@ -518,6 +527,34 @@ describe('FlowProxy inspector verdicts', () => {
     c.socket.write('req\n');
     await c.waitFor((t) => t === 'req\n');
     expect(events.map((e) => [e.reason, e.verdict])).toEqual([['unpaired-response', 'drop']]);
+  });
+
+  it('server bytes an inspector keeps stay intact while later reads arrive', async () => {
+    // Like the Modbus filter's ordering queue: answers are held by reference and released later. The proxy
+    // reads upstream data into one shared buffer, so it must hand inspectors copies.
+    const holdFactory: InspectorFactory = {
+      create: () => {
+        const held: Buffer[] = [];
+        return {
+          onClientData: (chunk) => [{ action: 'forward', bytes: chunk }],
+          onServerData: (chunk) => {
+            held.push(chunk);
+            if (!chunk.toString('latin1').includes('flush')) return [];
+            return held.splice(0).map((bytes) => ({ action: 'forward' as const, bytes }));
+          },
+          hasPartialMessage: () => false,
+        };
+      },
+    };
+    const { proxy } = await setup({
+      factory: holdFactory,
+      upstream: (s) => {
+        s.write('first answer\n');
+        setTimeout(() => s.write('second flush\n'), 200);
+      },
+    });
+    const c = await client(proxy.port);
+    expect(await c.waitFor((t) => t.includes('flush'))).toBe('first answer\nsecond flush\n');
   });
 
   it('an inspector that throws cuts its own connection only; the proxy keeps serving', async () => {
