@@ -6,7 +6,8 @@
 import { execa } from 'execa';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { tmpdir, hostname } from 'node:os';
+import { isIP } from 'node:net';
+import { tmpdir, hostname, networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../gateway/state.ts';
 
@@ -19,6 +20,31 @@ export interface TlsMaterial {
   generated: boolean;
 }
 
+/** A host name as it may appear in a certificate: anything outside `A-Za-z0-9.-` becomes `-`. */
+function certName(name: string): string {
+  return name.replace(/[^A-Za-z0-9.-]/g, '-');
+}
+
+/**
+ * The names a generated certificate covers: the host name, localhost and both loopback addresses, the listen
+ * address when it is a specific one, and, when the UI listens on every address (`0.0.0.0`, `::`), each address
+ * of the gateway's interfaces (`addresses`, e.g. the management port's), so a browser that pins the
+ * certificate finds the address it connected to. IPv6 link-local addresses are left out (they need a zone).
+ */
+export function subjectAltNames(listenHost: string, name: string, addresses: readonly string[]): string[] {
+  const ips = ['127.0.0.1', '::1'];
+  const unspecified = listenHost === '0.0.0.0' || listenHost === '::';
+  if (unspecified) ips.push(...addresses);
+  else if (isIP(listenHost) !== 0) ips.push(listenHost);
+  const usable = ips.filter((a) => isIP(a) !== 0 && !/^fe[89ab][0-9a-f]:/i.test(a));
+  return [`DNS:${certName(name)}`, 'DNS:localhost', ...new Set(usable.map((a) => `IP:${a}`))];
+}
+
+/** Every address of this machine's interfaces (loopback included; subjectAltNames dedupes). */
+function localAddresses(): string[] {
+  return Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((i) => i.address));
+}
+
 export async function ensureSelfSignedCert(stateDir: string, host: string): Promise<TlsMaterial> {
   const keyFile = join(stateDir, TLS_KEY_FILE);
   const certFile = join(stateDir, TLS_CERT_FILE);
@@ -26,8 +52,7 @@ export async function ensureSelfSignedCert(stateDir: string, host: string): Prom
     return { key: await readFile(keyFile, 'utf8'), cert: await readFile(certFile, 'utf8'), generated: false };
   const dir = await mkdtemp(join(tmpdir(), 'sluice-tls-'));
   try {
-    const san = [`DNS:${hostname()}`, 'DNS:localhost', 'IP:127.0.0.1'];
-    if (/^[0-9.]+$/.test(host) && host !== '127.0.0.1' && host !== '0.0.0.0') san.push(`IP:${host}`);
+    const san = subjectAltNames(host, hostname(), localAddresses());
     await execa('openssl', [
       'req',
       '-x509',
@@ -43,7 +68,7 @@ export async function ensureSelfSignedCert(stateDir: string, host: string): Prom
       '-days',
       '825',
       '-subj',
-      `/CN=${hostname().replace(/[^A-Za-z0-9.-]/g, '-')} sluice`,
+      `/CN=${certName(hostname())} sluice`,
       '-addext',
       `subjectAltName=${san.join(',')}`,
     ]);
