@@ -519,11 +519,7 @@ const logs: Handler = async (args, io) => {
       `no blocked-traffic log at ${dbPath} (has the daemon run with this --state-dir?)`,
     );
   // Read the store directly (SQLite WAL allows readers beside the daemon): logs stay readable when the daemon is down.
-  const store = LogStore.open(dbPath, {
-    maxBytes: Number.MAX_SAFE_INTEGER,
-    maxAgeMs: Number.MAX_SAFE_INTEGER,
-    readOnly: true,
-  });
+  const store = LogStore.openReader(dbPath);
   const print = (events: StoredEvent[]) => {
     for (const e of events) io.stdout((values.json ? JSON.stringify(e) : formatEvent(e)) + '\n');
   };

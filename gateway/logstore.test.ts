@@ -85,6 +85,21 @@ describe('ingest and read back', () => {
   });
 });
 
+describe('openReader', () => {
+  it('reads beside a live writer, refuses writes, and never applies retention of its own', () => {
+    // The writer keeps a week; events from 2026-01-01 are far older than that by now, yet only the writer's
+    // retention may remove them: opening a reader must not.
+    const w = store({ maxAgeMs: 7 * 24 * 3600_000, now: () => T0 + 1000 });
+    w.ingest([ev(), ev({ time: T0 + 500, src: '10.1.0.99' })]);
+    const r = LogStore.openReader(join(dir, 'logs.db'));
+    open.push(r);
+    expect(r.query().events).toHaveLength(2);
+    w.ingest([ev({ time: T0 + 800, dst: '10.2.0.99' })]);
+    expect(r.query().events).toHaveLength(3);
+    expect(() => r.ingest([ev()])).toThrow(SluiceError);
+  });
+});
+
 describe('aggregation', () => {
   it('merges identical events within one second into one row with a count', () => {
     const s = store();

@@ -239,6 +239,18 @@ export class LogStore {
     this.#opts = opts;
   }
 
+  /**
+   * A read-only handle for readers beside the daemon (`sluice logs`, the UI): SQLite WAL lets them read while
+   * the daemon writes. Retention is the writer's business, so the reader's limits never apply.
+   */
+  static openReader(path: string): LogStore {
+    return LogStore.open(path, {
+      maxBytes: Number.MAX_SAFE_INTEGER,
+      maxAgeMs: Number.MAX_SAFE_INTEGER,
+      readOnly: true,
+    });
+  }
+
   static open(path: string, opts: LogStoreOptions): LogStore {
     if (!(opts.maxBytes > 0) || !(opts.maxAgeMs > 0)) {
       throw new SluiceError('logs.bad-options', 'maxBytes and maxAgeMs must be positive', {

@@ -91,11 +91,7 @@ class LocalLogReader {
     return this.#store !== undefined || existsSync(this.#path);
   }
   query(params: Record<string, unknown>): LogQueryResult {
-    this.#store ??= LogStore.open(this.#path, {
-      maxBytes: Number.MAX_SAFE_INTEGER,
-      maxAgeMs: Number.MAX_SAFE_INTEGER,
-      readOnly: true,
-    });
+    this.#store ??= LogStore.openReader(this.#path);
     return this.#store.query(params as LogQuery);
   }
   close(): void {
