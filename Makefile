@@ -3,8 +3,9 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-# Debian packages: the gateway's own (nftables, iproute2, ulogd2) and the test peers (mbpoll, iperf3).
-OS_PACKAGES := nftables iproute2 ulogd2 ulogd2-json mbpoll iperf3 iputils-ping procps chromium
+# Debian packages: the gateway's own (nftables, iproute2, ulogd2, openssl for the UI certificate) and the test
+# peers (mbpoll, iperf3).
+OS_PACKAGES := nftables iproute2 ulogd2 ulogd2-json openssl mbpoll iperf3 iputils-ping procps chromium
 
 .PHONY: all deps os-deps node-deps build lint typecheck test test-unit test-integration demo demo-down bench bench-deps clean install uninstall
 
