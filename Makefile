@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 # peers (mbpoll, iperf3).
 OS_PACKAGES := nftables iproute2 ulogd2 ulogd2-json openssl mbpoll iperf3 iputils-ping procps chromium
 
-.PHONY: all deps os-deps node-deps build lint typecheck test test-unit test-integration demo demo-down bench bench-deps clean install uninstall
+.PHONY: all deps os-deps node-deps build lint typecheck test test-unit test-integration demo demo-down bench bench-deps clean install uninstall deb
 
 all: build
 
@@ -84,3 +84,11 @@ install:
 
 uninstall:
 	bash systemd/install.sh uninstall
+
+# The Debian package of this checkout (systemd/deb.sh): out/sluice_VERSION_ARCH.deb. `apt install ./out/…deb`
+# on a gateway does what `make install` does, and `apt purge sluice` what `make uninstall PURGE=1` does.
+# Built from a fresh dist/, so no stale output of a deleted source file ships.
+deb: node-deps
+	rm -rf dist
+	@$(MAKE) --no-print-directory build
+	bash systemd/deb.sh out

@@ -1,5 +1,12 @@
 #!/usr/bin/env bash
 # Installs or removes Sluice on a gateway: `install.sh install|uninstall`, called by `make install|uninstall`.
+# The Debian package (systemd/deb.sh) uses the same steps one by one:
+#   files                  lay out the software and the default configuration (what the package ships)
+#   configure [OLDVERSION] backup key, state and log dirs; on a live system the user, systemd reload, enable
+#                          (and restart the running units when OLDVERSION says this is an upgrade)
+#   deconfigure            on a live system: disable and stop the units (the ruleset stays in the kernel)
+#   purge                  remove the configuration, state, logs and the user
+# install = files + configure; uninstall = deconfigure + remove the files (+ purge with PURGE=1).
 #
 # Layout (each overridable from the environment; DESTDIR is prepended to all of them):
 #   APPDIR=/opt/sluice          the built app (dist/, bin/, docs/, examples/) with its production node_modules,
@@ -13,7 +20,8 @@
 #   LOGDIR=/var/log/sluice      ulogd2's JSON hand-over file
 # On a live system (DESTDIR empty and systemd running) it also creates the `sluice` user, reloads systemd and
 # enables the units; an upgrade restarts the units that were running. Anything else only lays out files, so
-# packaging (DESTDIR=…) and tests never touch the host.
+# packaging (DESTDIR=…) and tests never touch the host. The package's maintainer scripts pass dpkg's
+# DPKG_ROOT as DESTDIR, so an install into another root stays inside it.
 # `uninstall` removes the software but keeps CONFDIR (the installer's settings and the backup key, like
 # Debian conffiles), STATEDIR and LOGDIR; PURGE=1 removes those (and the user) too.
 set -euo pipefail
@@ -49,6 +57,9 @@ copy_app() {
   cp "$SRC/package.json" "$SRC/package-lock.json" "$stage/"
   cp "$SRC/bin/sluice.js" "$stage/bin/"
   cp -R "$SRC/dist" "$stage/dist"
+  # This script ships with the app: the package's maintainer scripts run its configure/deconfigure/purge.
+  mkdir -p "$stage/systemd"
+  cp "$SRC/systemd/install.sh" "$SRC/systemd/install-deps.sh" "$stage/systemd/"
   for d in docs examples web-ui/public; do
     if [ -d "$SRC/$d" ]; then
       mkdir -p "$stage/$(dirname "$d")"
@@ -123,10 +134,9 @@ write_backup_key() {
   say "  backup key: $(cat "$key")"
 }
 
-do_install() {
+# The software and the default configuration: everything a package ships, nothing per box.
+lay_out_files() {
   test -f "$SRC/dist/gateway/cli.js" || { say "dist/ is missing: run 'make build' first"; exit 1; }
-  local upgrade=0
-  [ -e "$D$APPDIR/bin/sluice.js" ] && upgrade=1
   copy_app
 
   mkdir -p "$D$PREFIX/bin"
@@ -155,6 +165,12 @@ EOF
     chmod 0644 "$D$CONFDIR/sluice.env"
   fi
   write_ulogd_conf
+}
+
+# What is per box: the backup key, the state and log dirs; on a live system the user and the units.
+# $1 = 1 for an upgrade (the running units restart), $2 = 1 to install missing Debian packages first.
+configure_box() {
+  local upgrade="$1" deps="$2"
   write_backup_key
 
   # The state dir is created, never emptied or rewritten: an upgrade keeps the running policy.
@@ -163,8 +179,8 @@ EOF
   chmod 0750 "$D$LOGDIR"
 
   if [ "$live" = 1 ]; then
-    # openssl: the UI makes its self-signed certificate with it (web-ui/tls.ts).
-    bash "$SRC/systemd/install-deps.sh" nftables ulogd2 ulogd2-json procps openssl
+    # openssl: the UI makes its self-signed certificate with it (web-ui/tls.ts). A package declares these.
+    if [ "$deps" = 1 ]; then bash "$SRC/systemd/install-deps.sh" nftables ulogd2 ulogd2-json procps openssl; fi
     systemd-sysusers /usr/lib/sysusers.d/sluice.conf
     chown sluice:sluice "$STATEDIR" "$LOGDIR"
     systemctl daemon-reload
@@ -179,22 +195,35 @@ EOF
       say "$CONFDIR/sluice.env, then: systemctl start sluice-boot sluice-ulogd sluice sluice-ui"
     fi
   else
-    say "files laid out under ${DESTDIR:-/} (no systemd actions: not a live system)"
+    say "set up under ${DESTDIR:-/} (no systemd actions: not a live system)"
   fi
 }
 
+do_install() {
+  local upgrade=0
+  [ -e "$D$APPDIR/bin/sluice.js" ] && upgrade=1
+  lay_out_files
+  configure_box "$upgrade" 1
+}
+
+# Stopping leaves the ruleset in the kernel: removing the software must not open the plant.
+# (`nft delete table inet sluice` removes it, when that is really wanted.)
+deconfigure_box() {
+  if [ "$live" = 1 ]; then systemctl disable --now "${UNITS[@]}" 2>/dev/null || true; fi
+}
+
+purge_box() {
+  rm -rf "$D$CONFDIR" "$D$STATEDIR" "$D$LOGDIR"
+  if [ "$live" = 1 ] && getent passwd sluice >/dev/null; then userdel sluice || true; fi
+}
+
 do_uninstall() {
-  if [ "$live" = 1 ]; then
-    # Stopping leaves the ruleset in the kernel: removing the software must not open the plant.
-    # (`nft delete table inet sluice` removes it, when that is really wanted.)
-    systemctl disable --now "${UNITS[@]}" 2>/dev/null || true
-  fi
+  deconfigure_box
   for u in "${UNITS[@]}"; do rm -f "$D$UNITDIR/$u"; done
   rm -rf "$D$APPDIR"
   rm -f "$D$PREFIX/bin/sluice" "$D/usr/lib/sysusers.d/sluice.conf" "$D/etc/logrotate.d/sluice"
   if [ "$PURGE" = 1 ]; then
-    rm -rf "$D$CONFDIR" "$D$STATEDIR" "$D$LOGDIR"
-    if [ "$live" = 1 ] && getent passwd sluice >/dev/null; then userdel sluice || true; fi
+    purge_box
     say "removed, configuration and state purged"
   else
     # Like a Debian conffile: a reinstall finds the installer's settings and the backup key again.
@@ -206,8 +235,12 @@ do_uninstall() {
 case "$ACTION" in
   install) do_install ;;
   uninstall) do_uninstall ;;
+  files) lay_out_files ;;
+  configure) configure_box "$([ -n "${2:-}" ] && echo 1 || echo 0)" 0 ;;
+  deconfigure) deconfigure_box ;;
+  purge) purge_box ;;
   *)
-    echo "usage: $0 install|uninstall" >&2
+    echo "usage: $0 install|uninstall|files|configure [OLDVERSION]|deconfigure|purge" >&2
     exit 2
     ;;
 esac
