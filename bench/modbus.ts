@@ -416,7 +416,8 @@ async function orchestrate(o: Options): Promise<number> {
     if ('bin' in ref) {
       const entry = plan.entries.find((e) => e.flow === REF_FLOW);
       if (entry === undefined) throw new Error(`the bench plan has no ${REF_FLOW} entry`);
-      refRelay = lab.spawn(lab.gw, ref.bin, [String(entry.listenPort), SERVER, String(PORTS.ref)], {
+      const { address, port } = entry.upstream;
+      refRelay = lab.spawn(lab.gw, ref.bin, [String(entry.listenPort), address, String(port)], {
         cwd: ROOT,
       });
       await waitLine(refRelay, (l) => 'ready' in l, 10_000);

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -39,6 +40,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: reference-relay LISTEN_PORT UPSTREAM_IPV4 UPSTREAM_PORT\n");
     return 2;
   }
+  // A peer that vanished with an answer still to come must end its pair, not the relay (and the bench's floor).
+  signal(SIGPIPE, SIG_IGN);
   int one = 1;
   struct sockaddr_in up = {.sin_family = AF_INET, .sin_port = htons((unsigned short)atoi(argv[3]))};
   if (inet_pton(AF_INET, argv[2], &up.sin_addr) != 1) {
@@ -47,6 +50,10 @@ int main(int argc, char **argv) {
   }
   struct sockaddr_in me = {.sin_family = AF_INET, .sin_port = htons((unsigned short)atoi(argv[1]))};
   int lsock = socket(AF_INET, SOCK_STREAM, 0);
+  if (lsock < 0) {
+    perror("reference-relay: socket");
+    return 1;
+  }
   setsockopt(lsock, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (bind(lsock, (struct sockaddr *)&me, sizeof me) != 0 || listen(lsock, 1024) != 0) {
     perror("reference-relay: listen");

@@ -2,8 +2,9 @@
 # Installs or removes Sluice on a gateway: `install.sh install|uninstall`, called by `make install|uninstall`.
 # The Debian package (systemd/deb.sh) uses the same steps one by one:
 #   files                  lay out the software and the default configuration (what the package ships)
-#   configure [OLDVERSION] backup key, state and log dirs; on a live system the user, systemd reload, enable
-#                          (and restart the running units when OLDVERSION says this is an upgrade)
+#   configure [OLDVERSION] backup key, state and log dirs; on a live system the user, systemd reload, the
+#                          units enabled on a first configure (no OLDVERSION) or when the daemon's unit is
+#                          not enabled (after a remove), and the running units restarted
 #   deconfigure            on a live system: disable and stop the units (the ruleset stays in the kernel)
 #   purge                  remove the configuration, state, logs and the user
 # install = files + configure; uninstall = deconfigure + remove the files (+ purge with PURGE=1).
@@ -119,7 +120,10 @@ write_ulogd_conf() {
 # (archives made with it could no longer be restored), and printed once so the installer can keep a copy
 # offline: a replacement box restores the old box's archives with `sluice restore --key-file`. A package
 # built with DESTDIR must not ship this file (every box would share the key): delete it from the image.
+# $1 = 0 names the file instead of printing the key: under apt, maintainer-script output is kept in
+# /var/log/apt/term.log, and whoever holds the key can forge a backup that restore accepts.
 write_backup_key() {
+  local show="${1:-1}"
   local key="$D$CONFDIR/backup.key"
   [ -e "$key" ] && return 0
   (
@@ -129,9 +133,14 @@ write_backup_key() {
   )
   chmod 0600 "$key.tmp"
   mv "$key.tmp" "$key"
-  say "created the backup key $CONFDIR/backup.key. Store a copy OFFLINE now (it is shown only this once);"
-  say "restoring this gateway's backups on a replacement box needs it (sluice restore --key-file):"
-  say "  backup key: $(cat "$key")"
+  if [ "$show" = 1 ]; then
+    say "created the backup key $CONFDIR/backup.key. Store a copy OFFLINE now (it is shown only this once);"
+    say "restoring this gateway's backups on a replacement box needs it (sluice restore --key-file):"
+    say "  backup key: $(cat "$key")"
+  else
+    say "created the backup key $CONFDIR/backup.key (root only). Store a copy OFFLINE now: 'cat $CONFDIR/backup.key';"
+    say "restoring this gateway's backups on a replacement box needs it (sluice restore --key-file)"
+  fi
 }
 
 # The software and the default configuration: everything a package ships, nothing per box.
@@ -168,10 +177,11 @@ EOF
 }
 
 # What is per box: the backup key, the state and log dirs; on a live system the user and the units.
-# $1 = 1 for an upgrade (the running units restart), $2 = 1 to install missing Debian packages first.
+# $1 = 1 when the package was configured before (keep the installer's choice of enabled units), 0 to enable
+# them all; $2 = 1 for `make install` (install missing Debian packages, show the new key on the terminal).
 configure_box() {
-  local upgrade="$1" deps="$2"
-  write_backup_key
+  local again="$1" interactive="$2"
+  write_backup_key "$interactive"
 
   # The state dir is created, never emptied or rewritten: an upgrade keeps the running policy.
   mkdir -p "$D$STATEDIR" "$D$LOGDIR"
@@ -180,15 +190,22 @@ configure_box() {
 
   if [ "$live" = 1 ]; then
     # openssl: the UI makes its self-signed certificate with it (web-ui/tls.ts). A package declares these.
-    if [ "$deps" = 1 ]; then bash "$SRC/systemd/install-deps.sh" nftables ulogd2 ulogd2-json procps openssl; fi
+    if [ "$interactive" = 1 ]; then bash "$SRC/systemd/install-deps.sh" nftables ulogd2 ulogd2-json procps openssl; fi
     systemd-sysusers /usr/lib/sysusers.d/sluice.conf
     chown sluice:sluice "$STATEDIR" "$LOGDIR"
     systemctl daemon-reload
-    systemctl enable "${UNITS[@]}"
-    if [ "$upgrade" = 1 ]; then
-      # The daemon reloads the recorded policy at start (what is recorded wins); the kernel keeps enforcing
-      # the old ruleset during the restart.
-      systemctl try-restart sluice-ulogd.service sluice.service sluice-ui.service
+    # A package upgrade keeps an installer's choice (e.g. sluice-ui disabled on a box without a web UI); after
+    # a remove (which disabled them all) or on a first install they are enabled.
+    if [ "$again" = 0 ] || ! systemctl --quiet is-enabled sluice.service 2>/dev/null; then
+      systemctl enable "${UNITS[@]}"
+    fi
+    local running=0
+    systemctl --quiet is-active sluice.service && running=1
+    # Always: a unit that is not running is left alone, one that runs old code gets the new. The daemon
+    # reloads the recorded policy at start (what is recorded wins); the kernel keeps enforcing the old ruleset
+    # during the restart.
+    systemctl try-restart sluice-ulogd.service sluice.service sluice-ui.service
+    if [ "$running" = 1 ]; then
       say "upgraded; running units restarted"
     else
       say "installed and enabled. Set SLUICE_MGMT_INTERFACE/SLUICE_MGMT_ALLOW and SLUICE_UI_LISTEN in"
@@ -200,10 +217,8 @@ configure_box() {
 }
 
 do_install() {
-  local upgrade=0
-  [ -e "$D$APPDIR/bin/sluice.js" ] && upgrade=1
   lay_out_files
-  configure_box "$upgrade" 1
+  configure_box 0 1
 }
 
 # Stopping leaves the ruleset in the kernel: removing the software must not open the plant.

@@ -110,7 +110,12 @@ export async function startUi(opts: StartUiOptions): Promise<RunningUi> {
   let https: { key: string; cert: string } | undefined;
   if (tlsMode === 'auto') {
     const m = await ensureSelfSignedCert(opts.stateDir, host);
-    if (m.generated) logger.info('generated a self-signed TLS certificate for the UI in the state dir');
+    if (m.replacedFor !== undefined)
+      logger.warn(
+        { missing: m.replacedFor, fingerprint: certFingerprint(m.cert) },
+        'made the self-signed UI certificate again: the kept one did not name every address of the UI',
+      );
+    else if (m.generated) logger.info('generated a self-signed TLS certificate for the UI in the state dir');
     https = { key: m.key, cert: m.cert };
   } else if (tlsMode !== false) {
     https = tlsMode;

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ensureSelfSignedCert, subjectAltNames } from './tls.ts';
+import { ensureSelfSignedCert, subjectAltNames, uncoveredNames } from './tls.ts';
 
 describe('subjectAltNames', () => {
   it('covers the host name, localhost and both loopbacks for a loopback listen address', () => {
@@ -31,6 +31,8 @@ describe('subjectAltNames', () => {
       'IP:fd00:99::1',
     ]);
     expect(subjectAltNames('0.0.0.0', 'gw', ['192.168.5.5'])).toContain('IP:192.168.5.5');
+    for (const all of ['::0', '0:0:0:0:0:0:0:0'])
+      expect(subjectAltNames(all, 'gw', ['192.168.5.5'])).toContain('IP:192.168.5.5');
   });
 
   it('never lets a host name break the extension text', () => {
@@ -50,6 +52,15 @@ describe('ensureSelfSignedCert', () => {
       expect(cert.checkPrivateKey((await import('node:crypto')).createPrivateKey(first.key))).toBe(true);
       const again = await ensureSelfSignedCert(d, 'fd00:99::7');
       expect(again).toEqual({ key: first.key, cert: first.cert, generated: false });
+      expect(uncoveredNames(first.cert, ['IP:fd00:99::7', 'IP:10.1.1.1', 'DNS:localhost'])).toEqual([
+        'IP:10.1.1.1',
+      ]);
+      // The UI moved to another address: the kept certificate does not name it, so it is made again.
+      const moved = await ensureSelfSignedCert(d, '10.99.0.7');
+      expect(moved.generated).toBe(true);
+      expect(moved.replacedFor).toEqual(['IP:10.99.0.7']);
+      expect(moved.cert).not.toBe(first.cert);
+      expect(uncoveredNames(moved.cert, subjectAltNames('10.99.0.7', 'x', []).slice(1))).toEqual([]);
     } finally {
       await rm(d, { recursive: true, force: true });
     }

@@ -6,6 +6,7 @@
 import { execa } from 'execa';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { tmpdir, hostname, networkInterfaces } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +19,8 @@ export interface TlsMaterial {
   key: string;
   cert: string;
   generated: boolean;
+  /** Set when a kept certificate was replaced: the names it lacked (e.g. a new management address). */
+  replacedFor?: string[];
 }
 
 /** A host name as it may appear in a certificate: anything outside `A-Za-z0-9.-` becomes `-`. */
@@ -33,7 +36,8 @@ function certName(name: string): string {
  */
 export function subjectAltNames(listenHost: string, name: string, addresses: readonly string[]): string[] {
   const ips = ['127.0.0.1', '::1'];
-  const unspecified = listenHost === '0.0.0.0' || listenHost === '::';
+  // Every spelling of "all addresses": 0.0.0.0, ::, ::0, 0:0:0:0:0:0:0:0 …
+  const unspecified = listenHost === '0.0.0.0' || (isIP(listenHost) === 6 && /^[0:]+$/.test(listenHost));
   if (unspecified) ips.push(...addresses);
   else if (isIP(listenHost) !== 0) ips.push(listenHost);
   const usable = ips.filter((a) => isIP(a) !== 0 && !/^fe[89ab][0-9a-f]:/i.test(a));
@@ -45,14 +49,35 @@ function localAddresses(): string[] {
   return Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((i) => i.address));
 }
 
+/** The names of `san` (subjectAltNames' form) that the PEM certificate does not cover. */
+export function uncoveredNames(pem: string, san: readonly string[]): string[] {
+  const cert = new X509Certificate(pem);
+  return san.filter((n) =>
+    n.startsWith('IP:')
+      ? cert.checkIP(n.slice(3)) === undefined
+      : cert.checkHost(n.slice(4), { subject: 'never' }) === undefined,
+  );
+}
+
+/**
+ * The generated certificate, made on first start and kept, so browsers can pin it. It is made again only
+ * when it no longer names an address the UI is reached at (an upgrade from a version that named fewer, a
+ * management address that came later or changed): a browser would refuse it there anyway.
+ */
 export async function ensureSelfSignedCert(stateDir: string, host: string): Promise<TlsMaterial> {
   const keyFile = join(stateDir, TLS_KEY_FILE);
   const certFile = join(stateDir, TLS_CERT_FILE);
-  if (existsSync(keyFile) && existsSync(certFile))
-    return { key: await readFile(keyFile, 'utf8'), cert: await readFile(certFile, 'utf8'), generated: false };
+  const san = subjectAltNames(host, hostname(), localAddresses());
+  let replacedFor: string[] | undefined;
+  if (existsSync(keyFile) && existsSync(certFile)) {
+    const key = await readFile(keyFile, 'utf8');
+    const cert = await readFile(certFile, 'utf8');
+    const missing = uncoveredNames(cert, san);
+    if (missing.length === 0) return { key, cert, generated: false };
+    replacedFor = missing;
+  }
   const dir = await mkdtemp(join(tmpdir(), 'sluice-tls-'));
   try {
-    const san = subjectAltNames(host, hostname(), localAddresses());
     await execa('openssl', [
       'req',
       '-x509',
@@ -76,7 +101,7 @@ export async function ensureSelfSignedCert(stateDir: string, host: string): Prom
     const cert = await readFile(join(dir, 'cert.pem'), 'utf8');
     await writeFileAtomic(keyFile, key);
     await writeFileAtomic(certFile, cert);
-    return { key, cert, generated: true };
+    return { key, cert, generated: true, ...(replacedFor ? { replacedFor } : {}) };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

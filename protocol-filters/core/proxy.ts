@@ -73,7 +73,7 @@ const silentLogger: ProxyLogger = { info: () => {}, warn: () => {}, error: () =>
  * inspector keeps or forwards is a copy (small copies come from Buffer's pool). Node offers no `onread` for
  * accepted sockets, so the client side still reads through 'data'.
  */
-const UPSTREAM_READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+const UPSTREAM_READ_BUFFER = Buffer.allocUnsafeSlow(64 * 1024); // never a slice of Buffer's shared pool
 
 export interface FlowProxyOptions {
   /** Listen address; default `0.0.0.0` (family 4) or `::` (family 6, IPv6 only). Tests use loopback. */
