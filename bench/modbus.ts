@@ -1,6 +1,6 @@
 /**
- * Modbus filter benchmark: `node bench/modbus.ts [--seconds 3] [--rounds 2] [--connections 1000]
- * [--layout both|shared|split]` (root).
+ * Modbus filter benchmark: `node bench/modbus.ts [--seconds 3] [--rounds 3] [--connections 1000]
+ * [--layout both|shared|split] [--ref-spin-us 0]` (root).
  *
  * In one lab (network namespaces `slcMb-*`, real nft), a load generator in the HMI zone drives
  * Read Holding Registers (10 registers) in closed loops — each master one persistent connection with one
@@ -331,6 +331,8 @@ interface Layout {
 
 interface Options {
   layout: 'shared' | 'split' | 'both';
+  /** The reference relay busy-polls this long after each event (0: it sleeps like any proxy). */
+  refSpinUs: number;
   seconds: number;
   rounds: number;
   connections: number;
@@ -417,7 +419,8 @@ async function orchestrate(o: Options): Promise<number> {
       const entry = plan.entries.find((e) => e.flow === REF_FLOW);
       if (entry === undefined) throw new Error(`the bench plan has no ${REF_FLOW} entry`);
       const { address, port } = entry.upstream;
-      refRelay = lab.spawn(lab.gw, ref.bin, [String(entry.listenPort), address, String(port)], {
+      const args = [String(entry.listenPort), address, String(port), String(o.refSpinUs)];
+      refRelay = lab.spawn(lab.gw, ref.bin, args, {
         cwd: ROOT,
       });
       await waitLine(refRelay, (l) => 'ready' in l, 10_000);
@@ -494,6 +497,11 @@ async function orchestrate(o: Options): Promise<number> {
       `Modbus filter benchmark: ${o.rounds} rounds × ${o.seconds} s per scenario, path and layout; Read Holding Registers ×10.`,
       `plain = nftables forward only; filter = Modbus filter (redirect + proxy + inspection); relay = same proxy, no inspection;`,
       `ref = minimal C epoll relay on the same kind of redirect (bench/reference-relay.c): the floor of any TCP-terminating proxy here.`,
+      ...(o.refSpinUs > 0
+        ? [
+            `ref busy-polls ${o.refSpinUs} µs after each event (--ref-spin-us): it never sleeps under load, which no gateway should do.`,
+          ]
+        : []),
       `Filter process: ${host.note}.`,
       ...('skipped' in ref ? [ref.skipped] : []),
     ];
@@ -567,12 +575,13 @@ if (isMain(SELF)) {
       port: { type: 'string', default: String(PORTS.filter) },
       masters: { type: 'string', default: '1' },
       seconds: { type: 'string', default: '3' },
-      rounds: { type: 'string', default: '2' },
+      rounds: { type: 'string', default: '3' },
       connections: { type: 'string', default: '1000' },
       'max-requests': { type: 'string', default: '2000000' },
       'interval-ms': { type: 'string', default: '0' },
       layout: { type: 'string', default: 'both' },
       samples: { type: 'boolean', default: false },
+      'ref-spin-us': { type: 'string', default: '0' },
     },
   });
   const seconds = Number(values.seconds);
@@ -598,8 +607,16 @@ if (isMain(SELF)) {
       console.error(`bench/modbus.ts: --layout takes shared, split or both, not '${layout}'`);
       process.exit(2);
     }
+    const refSpinUs = Number(values['ref-spin-us']);
+    if (!Number.isInteger(refSpinUs) || refSpinUs < 0 || refSpinUs > 1_000_000) {
+      console.error(
+        `bench/modbus.ts: --ref-spin-us takes 0..1000000 microseconds, not '${values['ref-spin-us']}'`,
+      );
+      process.exit(2);
+    }
     process.exitCode = await orchestrate({
       layout,
+      refSpinUs,
       seconds,
       rounds: Number(values.rounds),
       connections: Number(values.connections),

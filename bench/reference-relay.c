@@ -5,7 +5,11 @@
  * ratio against plain forwarding, measured in the same run, is the floor for the Modbus filter: a goal this
  * relay cannot meet in the lab cannot be met by a proxy that terminates TCP there, whatever its language.
  *
- *   reference-relay LISTEN_PORT UPSTREAM_IPV4 UPSTREAM_PORT
+ *   reference-relay LISTEN_PORT UPSTREAM_IPV4 UPSTREAM_PORT [SPIN_US]
+ *
+ * SPIN_US > 0 busy-polls: after any event the relay keeps polling without sleeping for that many
+ * microseconds, so a message arriving soon after the last one finds it awake (no wake-up of an idle CPU).
+ * That trades a CPU for latency, which no gateway should do; the bench uses it to show what wake-ups cost.
  *
  * Prints {"ready":true} once listening. Sockets stay blocking for writes: a write that would block (a peer
  * not reading) simply waits, which a request/response benchmark never hits; reads never wait.
@@ -19,12 +23,19 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_FD 65536
 
 /** The other socket of each relayed pair, by descriptor; -1 once the pair is closed. */
 static int peer[MAX_FD];
+
+static long long now_us(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1000000LL + t.tv_nsec / 1000;
+}
 
 static void pair_close(int ep, int fd) {
   int other = peer[fd];
@@ -36,8 +47,8 @@ static void pair_close(int ep, int fd) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: reference-relay LISTEN_PORT UPSTREAM_IPV4 UPSTREAM_PORT\n");
+  if (argc != 4 && argc != 5) {
+    fprintf(stderr, "usage: reference-relay LISTEN_PORT UPSTREAM_IPV4 UPSTREAM_PORT [SPIN_US]\n");
     return 2;
   }
   // A peer that vanished with an answer still to come must end its pair, not the relay (and the bench's floor).
@@ -67,8 +78,11 @@ int main(int argc, char **argv) {
 
   struct epoll_event events[256];
   static char buf[65536];
+  const long long spin_us = argc == 5 ? atoll(argv[4]) : 0;
+  long long last_event = 0;
   for (;;) {
-    int n = epoll_wait(ep, events, 256, -1);
+    int n = epoll_wait(ep, events, 256, spin_us > 0 && now_us() - last_event < spin_us ? 0 : -1);
+    if (n > 0 && spin_us > 0) last_event = now_us();
     for (int i = 0; i < n; i++) {
       int fd = events[i].data.fd;
       if (fd == lsock) {
