@@ -61,4 +61,32 @@ describe('ResponseOrderer', () => {
     o.reply(b('b'));
     expect(o.withinLimit()).toBe(false);
   });
+  it('an optional-answer request holds no reply, pairs if answered, expires silently and is bounded', () => {
+    const o = new ResponseOrderer<number, string>(2);
+    expect(o.request(1, 'broadcast', 100, { optional: true })).toBe(true);
+    expect(o.outstanding).toBe(0);
+    const refusal = Buffer.from('refused');
+    expect(o.reply(refusal)).toBe(refusal);
+    expect(o.answer(1)).toEqual({ matched: true, value: 'broadcast', release: [] });
+    expect(o.answer(1).matched).toBe(false);
+
+    o.request(2, 'b2', 100, { optional: true });
+    expect(o.nextDeadline()).toBe(100);
+    expect(o.expire(100)).toEqual({ expired: [], release: [] });
+    expect(o.has(2)).toBe(false);
+
+    for (let k = 10; k < 15; k++) o.request(k, `b${k}`, Infinity, { optional: true });
+    expect(o.optionalPending).toBe(2);
+    expect(o.has(12)).toBe(false);
+    expect(o.pending(14)).toBe('b14');
+  });
+
+  it('pairs a key with a waiting request before an optional one', () => {
+    const o = new ResponseOrderer<number, string>(4);
+    o.request(0, 'broadcast', Infinity, { optional: true });
+    o.request(0, 'poll');
+    expect(o.pending(0)).toBe('poll');
+    expect(o.answer(0)).toMatchObject({ matched: true, value: 'poll' });
+    expect(o.answer(0)).toMatchObject({ matched: true, value: 'broadcast' });
+  });
 });

@@ -21,12 +21,24 @@
  *                        answer, then forward each of `r.release` in order.
  * - timer:               `orderer.nextDeadline()`; at that time `orderer.expire(now)` → forward `release`.
  *
+ * A request may also be forwarded as one whose answer is optional (`request(…, { optional: true })`): Modbus
+ * broadcast writes (unit 0), which a serial-line gateway executes without answering while a TCP device may
+ * answer them. Such a request never holds later refusals (a master that broadcasts does not wait for an
+ * answer, so holding a refusal behind it would time the master out), is paired if an answer does come, and
+ * goes silently at its deadline. It does not count against the outstanding limit; at most that many are
+ * kept, the oldest making room for a new one, so memory stays bounded however often a master broadcasts.
+ *
  * Pure and synchronous (the caller supplies the clock); keys are compared with `===`.
  */
 
-type Entry<K, V> =
-  | { kind: 'request'; key: K; value: V | undefined; deadline: number; answered: boolean }
-  | { kind: 'reply'; bytes: Buffer };
+type RequestEntry<K, V> = {
+  kind: 'request';
+  key: K;
+  value: V | undefined;
+  deadline: number;
+  answered: boolean;
+};
+type Entry<K, V> = RequestEntry<K, V> | { kind: 'reply'; bytes: Buffer };
 
 export interface AnswerResult<V = undefined> {
   /** False when no unanswered request had this key (an unsolicited, duplicate or too late answer). */
@@ -47,6 +59,8 @@ export interface ExpireResult<V> {
 export class ResponseOrderer<K, V = undefined> {
   readonly #maxOutstanding: number;
   #queue: Entry<K, V>[] = [];
+  /** Forwarded requests whose answer is optional, oldest first; outside the ordered queue. */
+  #optional: RequestEntry<K, V>[] = [];
   #outstanding = 0;
   #queuedReplies = 0;
 
@@ -69,7 +83,12 @@ export class ResponseOrderer<K, V = undefined> {
    * deadline (epoch ms; default never). Returns false (and records nothing) when it would exceed the limit
    * of outstanding requests; the caller should then close the connection.
    */
-  request(key: K, value?: V, deadline = Infinity): boolean {
+  request(key: K, value?: V, deadline = Infinity, opts: { optional?: boolean } = {}): boolean {
+    if (opts.optional === true) {
+      if (this.#optional.length >= this.#maxOutstanding) this.#optional.shift();
+      this.#optional.push({ kind: 'request', key, value, deadline, answered: false });
+      return true;
+    }
     if (this.#outstanding >= this.#maxOutstanding) return false;
     this.#queue.push({ kind: 'request', key, value, deadline, answered: false });
     this.#outstanding++;
@@ -94,23 +113,38 @@ export class ResponseOrderer<K, V = undefined> {
     return this.#outstanding + this.#queuedReplies <= this.#maxOutstanding;
   }
 
-  /** The device answered the earliest unanswered request with this key. */
+  /**
+   * The device answered the earliest unanswered request with this key: one that waits for its answer first,
+   * else one whose answer is optional (masters that reuse one transaction id broadcast and poll alike, and a
+   * serial gateway answers only the poll).
+   */
   answer(key: K): AnswerResult<V> {
     const entry = this.#find(key);
-    if (entry === undefined) return { matched: false, release: [] };
-    entry.answered = true;
-    this.#outstanding--;
-    return { matched: true, value: entry.value, release: this.#drain() };
+    if (entry !== undefined) {
+      entry.answered = true;
+      this.#outstanding--;
+      return { matched: true, value: entry.value, release: this.#drain() };
+    }
+    const i = this.#optional.findIndex((e) => e.key === key);
+    const optional = this.#optional[i];
+    if (optional === undefined) return { matched: false, release: [] };
+    this.#optional.splice(i, 1);
+    return { matched: true, value: optional.value, release: [] };
   }
 
   /** Whether an unanswered request with this key exists (for pairing checks before parsing further). */
   has(key: K): boolean {
-    return this.#find(key) !== undefined;
+    return this.#find(key) !== undefined || this.#optional.some((e) => e.key === key);
   }
 
-  /** The value of the earliest unanswered request with this key. */
+  /** The value of the request `answer(key)` would pair with. */
   pending(key: K): V | undefined {
-    return this.#find(key)?.value;
+    return (this.#find(key) ?? this.#optional.find((e) => e.key === key))?.value;
+  }
+
+  /** Requests whose answer is optional still kept for pairing. */
+  get optionalPending(): number {
+    return this.#optional.length;
   }
 
   /** The earliest deadline of an unanswered request, or undefined when none has one. */
@@ -119,11 +153,16 @@ export class ResponseOrderer<K, V = undefined> {
     for (const e of this.#queue) {
       if (e.kind === 'request' && !e.answered && e.deadline < next) next = e.deadline;
     }
+    for (const e of this.#optional) if (e.deadline < next) next = e.deadline;
     return next === Infinity ? undefined : next;
   }
 
-  /** Gives up on every unanswered request whose deadline is at or before `now`. */
+  /**
+   * Gives up on every unanswered request whose deadline is at or before `now`; optional-answer requests due
+   * by then are forgotten without being reported (no answer was the expected outcome).
+   */
   expire(now: number): ExpireResult<V> {
+    this.#optional = this.#optional.filter((e) => e.deadline > now);
     const expired: (V | undefined)[] = [];
     for (const e of this.#queue) {
       if (e.kind === 'request' && !e.answered && e.deadline <= now) {
@@ -135,7 +174,7 @@ export class ResponseOrderer<K, V = undefined> {
     return { expired, release: expired.length > 0 ? this.#drain() : [] };
   }
 
-  #find(key: K): Extract<Entry<K, V>, { kind: 'request' }> | undefined {
+  #find(key: K): RequestEntry<K, V> | undefined {
     for (const e of this.#queue) {
       if (e.kind === 'request' && !e.answered && e.key === key) return e;
     }

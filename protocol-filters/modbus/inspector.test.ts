@@ -477,6 +477,79 @@ describe('ModbusInspector (pure)', () => {
     ]);
   });
 
+  describe('broadcast writes (unit 0)', () => {
+    /** Unit 0 allowed too: a serial-line gateway behind the conduit, whose masters broadcast setpoints. */
+    const BROADCAST_SPEC: ModbusSpec = { ...SPEC, unitIds: [0, 1] };
+
+    it('hold no refusal, and go without a timeout event when no answer comes', () => {
+      let now = 1000;
+      const insp = new ModbusInspector({
+        ...context({ modbus: BROADCAST_SPEC }),
+        limits: { maxOutstandingRequests: 4, requestTimeoutMs: 500 },
+        now: () => now,
+      });
+      const broadcast = writeRegister(1, 100, 7, 0);
+      expect(insp.onClientData(broadcast)).toEqual([{ action: 'forward', bytes: broadcast }]);
+      // The master does not wait for an answer to a broadcast: its next (refused) request is answered at once.
+      const out = insp.onClientData(writeRegister(2, 500, 1));
+      expect(out).toMatchObject([{ action: 'reply', event: { reason: 'modbus.illegal-data-address' } }]);
+      expect(head((out[0] as { bytes: Buffer }).bytes)).toEqual([2, 1, 0x86, 0x02]);
+      expect(insp.nextDeadline()).toBe(1500);
+      now = 1500;
+      expect(insp.onTimer(now)).toEqual([]);
+      expect(insp.nextDeadline()).toBeUndefined();
+    });
+
+    it('are paired when the device does answer them (a TCP device addressed as unit 0)', () => {
+      const insp = new ModbusInspector(context({ modbus: BROADCAST_SPEC }));
+      const broadcast = writeRegister(7, 100, 7, 0);
+      insp.onClientData(broadcast);
+      expect(insp.onServerData(broadcast)).toEqual([{ action: 'forward', bytes: broadcast }]);
+      // Answered once: a second copy is unsolicited.
+      expect(insp.onServerData(broadcast)).toMatchObject([
+        { action: 'drop', event: { reason: 'modbus.unsolicited' } },
+      ]);
+    });
+
+    it('pair a reused transaction id with the poll that waits for it, not with an earlier broadcast', () => {
+      const insp = new ModbusInspector(context({ modbus: BROADCAST_SPEC }));
+      insp.onClientData(writeRegister(0, 100, 7, 0));
+      insp.onClientData(readHolding(0, 0, 1));
+      const answer = encodeAdu(0, 1, [3, 2, 0, 0]);
+      expect(insp.onServerData(answer)).toEqual([{ action: 'forward', bytes: answer }]);
+    });
+
+    it('never fill the outstanding limit, however often a master broadcasts', () => {
+      const insp = new ModbusInspector(context({ modbus: BROADCAST_SPEC }));
+      for (let tx = 1; tx <= 40; tx++) {
+        const b = writeRegister(tx, 100, 7, 0);
+        expect(insp.onClientData(b)).toEqual([{ action: 'forward', bytes: b }]);
+      }
+      // Polls still fit (limit 4), and the oldest broadcasts were forgotten to keep memory bounded.
+      expect(insp.onClientData(readHolding(100, 0, 1))).toMatchObject([{ action: 'forward' }]);
+      expect(insp.onServerData(writeRegister(1, 100, 7, 0))).toMatchObject([
+        { action: 'drop', event: { reason: 'modbus.unsolicited' } },
+      ]);
+      expect(insp.onServerData(writeRegister(40, 100, 7, 0))).toMatchObject([{ action: 'forward' }]);
+    });
+
+    it('a read from unit 0 still waits for its answer (only writes can be broadcast)', () => {
+      let now = 0;
+      const insp = new ModbusInspector({
+        ...context({ modbus: BROADCAST_SPEC }),
+        limits: { maxOutstandingRequests: 4, requestTimeoutMs: 500 },
+        now: () => now,
+      });
+      insp.onClientData(readHolding(1, 0, 1, 0));
+      expect(insp.onClientData(writeRegister(2, 500, 1))).toMatchObject([{ action: 'log' }]);
+      now = 500;
+      expect(insp.onTimer(now)).toMatchObject([
+        { action: 'log', event: { reason: 'modbus.request-timeout' } },
+        { action: 'forward' },
+      ]);
+    });
+  });
+
   it('counts completed client messages (for the slow-sender deadline)', () => {
     const insp = new ModbusInspector(context());
     const two = Buffer.concat([readHolding(1, 0, 1), readHolding(2, 0, 1)]);

@@ -10,6 +10,8 @@
  *   by transaction id), so a refusal behind a request still at the device is only logged now and released
  *   right after the answer that unblocks it, or when that request times out (`requestTimeoutMs`: a device
  *   that loses an answer must not freeze the connection). See core/inspector.ts, "Reply ordering".
+ * - Writes to unit 0 may be broadcasts (answerOptional in response.ts): forwarded and paired if answered, but
+ *   they hold no refusal and no outstanding slot, and go silently when no answer comes.
  * - A request that is well framed but asks for something no device can do (a quantity outside the
  *   function's range, an address range past 65535, a coil value other than 0/0xFF00, bad diagnostics data)
  *   is answered like a device would (MB §7: exception 03, or 02 for the address overflow) and the

@@ -217,6 +217,25 @@ export function expectsResponse(req: ModbusRequest): boolean {
   return !(req.function === FC.DIAGNOSTICS && req.subFunction === 0x04);
 }
 
+/** The writes a serial line may broadcast (MB over Serial Line §2.1: broadcast requests are writes). */
+const BROADCAST_WRITES: ReadonlySet<number> = new Set([
+  FC.WRITE_SINGLE_COIL,
+  FC.WRITE_SINGLE_REGISTER,
+  FC.WRITE_MULTIPLE_COILS,
+  FC.WRITE_MULTIPLE_REGISTERS,
+  FC.MASK_WRITE_REGISTER,
+]);
+
+/**
+ * A write to unit 0 may or may not be answered. Unit 0 is the serial line's broadcast address (Modbus over
+ * Serial Line V1.02 §2.1: every slave executes it, none answers), and a Modbus TCP-to-serial gateway passes
+ * it on as such; yet on TCP/IP unit 0 also addresses a TCP device itself (Modbus Messaging on TCP/IP
+ * Implementation Guide V1.0b §4.4.2), which answers. The master knows which it talks to; the filter does not.
+ */
+export function answerOptional(req: ModbusRequest): boolean {
+  return req.unitId === 0 && BROADCAST_WRITES.has(req.function);
+}
+
 export type SubmitResult = { kind: 'ok'; release: Buffer[] } | { kind: 'full' };
 
 export type ResponseMatch =
@@ -269,10 +288,16 @@ export class TransactionTracker {
   /**
    * Records a request at time `now` (epoch ms). `localAnswer` is the refusal ADU when the gateway answers it
    * itself, null when it is forwarded to the device. Returns the refusal when it may go to the client now.
-   * A forwarded request that gets no response (see `expectsResponse`) is not tracked.
+   * A forwarded request that gets no response (see `expectsResponse`) is not tracked; one whose answer is
+   * optional (`answerOptional`, broadcast writes) is kept for pairing only: it holds no refusal, counts
+   * against no limit and is forgotten silently when its time is up.
    */
   submit(request: ModbusRequest, localAnswer: Buffer | null, now = 0): SubmitResult {
     if (localAnswer === null && !expectsResponse(request)) return { kind: 'ok', release: [] };
+    if (localAnswer === null && answerOptional(request)) {
+      this.#orderer.request(request.transactionId, request, now + this.timeoutMs, { optional: true });
+      return { kind: 'ok', release: [] };
+    }
     if (this.size >= this.maxOutstanding) return { kind: 'full' };
     if (localAnswer !== null) {
       const send = this.#orderer.reply(localAnswer);
