@@ -61,10 +61,11 @@ describe('ResponseOrderer', () => {
     o.reply(b('b'));
     expect(o.withinLimit()).toBe(false);
   });
-  it('an optional-answer request holds no reply, pairs if answered, expires silently and is bounded', () => {
+  it('an optional-answer request holds no reply, pairs if answered, expires silently and takes a slot', () => {
     const o = new ResponseOrderer<number, string>(2);
     expect(o.request(1, 'broadcast', 100, { optional: true })).toBe(true);
     expect(o.outstanding).toBe(0);
+    expect(o.optionalPending).toBe(1);
     const refusal = Buffer.from('refused');
     expect(o.reply(refusal)).toBe(refusal);
     expect(o.answer(1)).toEqual({ matched: true, value: 'broadcast', release: [] });
@@ -75,18 +76,27 @@ describe('ResponseOrderer', () => {
     expect(o.expire(100)).toEqual({ expired: [], release: [] });
     expect(o.has(2)).toBe(false);
 
-    for (let k = 10; k < 15; k++) o.request(k, `b${k}`, Infinity, { optional: true });
-    expect(o.optionalPending).toBe(2);
-    expect(o.has(12)).toBe(false);
-    expect(o.pending(14)).toBe('b14');
+    expect(o.request(10, 'b10', Infinity, { optional: true })).toBe(true);
+    expect(o.request(11, 'poll')).toBe(true);
+    // Limit 2: optional and waiting requests share it.
+    expect(o.request(12, 'b12', Infinity, { optional: true })).toBe(false);
+    expect(o.request(13, 'poll2')).toBe(false);
+    expect(o.withinLimit()).toBe(true);
   });
 
-  it('pairs a key with a waiting request before an optional one', () => {
+  it('pairs a key with a waiting request before an optional one, unless only the optional one accepts it', () => {
     const o = new ResponseOrderer<number, string>(4);
     o.request(0, 'broadcast', Infinity, { optional: true });
     o.request(0, 'poll');
     expect(o.pending(0)).toBe('poll');
-    expect(o.answer(0)).toMatchObject({ matched: true, value: 'poll' });
-    expect(o.answer(0)).toMatchObject({ matched: true, value: 'broadcast' });
+    const isBroadcast = (v: string | undefined): boolean => v === 'broadcast';
+    expect(o.pending(0, isBroadcast)).toBe('broadcast');
+    expect(o.answer(0, isBroadcast)).toMatchObject({ matched: true, value: 'broadcast' });
+    // A waiting request that does not accept still pairs (its caller reports the mismatch)…
+    expect(o.answer(0, isBroadcast)).toMatchObject({ matched: true, value: 'poll' });
+    // …but an optional one that does not accept never does.
+    o.request(5, 'other', Infinity, { optional: true });
+    expect(o.has(5, isBroadcast)).toBe(false);
+    expect(o.answer(5, isBroadcast).matched).toBe(false);
   });
 });

@@ -24,9 +24,9 @@
  * A request may also be forwarded as one whose answer is optional (`request(…, { optional: true })`): Modbus
  * broadcast writes (unit 0), which a serial-line gateway executes without answering while a TCP device may
  * answer them. Such a request never holds later refusals (a master that broadcasts does not wait for an
- * answer, so holding a refusal behind it would time the master out), is paired if an answer does come, and
- * goes silently at its deadline. It does not count against the outstanding limit; at most that many are
- * kept, the oldest making room for a new one, so memory stays bounded however often a master broadcasts.
+ * answer, so holding a refusal behind it would time the master out), is paired only with an answer the
+ * caller accepts as its own (see `answer`), and goes silently at its deadline. It counts against the
+ * outstanding limit like any forwarded request, so a flood of them is cut as any other would be.
  *
  * Pure and synchronous (the caller supplies the clock); keys are compared with `===`.
  */
@@ -84,12 +84,11 @@ export class ResponseOrderer<K, V = undefined> {
    * of outstanding requests; the caller should then close the connection.
    */
   request(key: K, value?: V, deadline = Infinity, opts: { optional?: boolean } = {}): boolean {
+    if (this.#outstanding + this.#optional.length >= this.#maxOutstanding) return false;
     if (opts.optional === true) {
-      if (this.#optional.length >= this.#maxOutstanding) this.#optional.shift();
       this.#optional.push({ kind: 'request', key, value, deadline, answered: false });
       return true;
     }
-    if (this.#outstanding >= this.#maxOutstanding) return false;
     this.#queue.push({ kind: 'request', key, value, deadline, answered: false });
     this.#outstanding++;
     return true;
@@ -110,41 +109,58 @@ export class ResponseOrderer<K, V = undefined> {
 
   /** True when neither requests nor queued replies exceed the limit. */
   withinLimit(): boolean {
-    return this.#outstanding + this.#queuedReplies <= this.#maxOutstanding;
+    return this.#outstanding + this.#optional.length + this.#queuedReplies <= this.#maxOutstanding;
   }
 
   /**
-   * The device answered the earliest unanswered request with this key: one that waits for its answer first,
-   * else one whose answer is optional (masters that reuse one transaction id broadcast and poll alike, and a
-   * serial gateway answers only the poll).
+   * The device answered a request with this key. It pairs with the earliest unanswered request with the key
+   * that waits for its answer, unless `accepts` says the answer is not that request's and an optional-answer
+   * request with the key accepts it (masters that reuse one transaction id broadcast and poll alike). An
+   * optional-answer request is never paired with an answer it does not accept: that answer is unmatched.
+   * Without `accepts` every request accepts every answer.
    */
-  answer(key: K): AnswerResult<V> {
-    const entry = this.#find(key);
-    if (entry !== undefined) {
-      entry.answered = true;
-      this.#outstanding--;
-      return { matched: true, value: entry.value, release: this.#drain() };
+  answer(key: K, accepts?: (value: V | undefined) => boolean): AnswerResult<V> {
+    const picked = this.#pick(key, accepts);
+    if (picked === undefined) return { matched: false, release: [] };
+    if (picked.kind === 'optional') {
+      this.#optional.splice(picked.index, 1);
+      return { matched: true, value: picked.entry.value, release: [] };
     }
-    const i = this.#optional.findIndex((e) => e.key === key);
-    const optional = this.#optional[i];
-    if (optional === undefined) return { matched: false, release: [] };
-    this.#optional.splice(i, 1);
-    return { matched: true, value: optional.value, release: [] };
+    picked.entry.answered = true;
+    this.#outstanding--;
+    return { matched: true, value: picked.entry.value, release: this.#drain() };
   }
 
-  /** Whether an unanswered request with this key exists (for pairing checks before parsing further). */
-  has(key: K): boolean {
-    return this.#find(key) !== undefined || this.#optional.some((e) => e.key === key);
+  /** Whether `answer(key, accepts)` would pair (for pairing checks before parsing further). */
+  has(key: K, accepts?: (value: V | undefined) => boolean): boolean {
+    return this.#pick(key, accepts) !== undefined;
   }
 
-  /** The value of the request `answer(key)` would pair with. */
-  pending(key: K): V | undefined {
-    return (this.#find(key) ?? this.#optional.find((e) => e.key === key))?.value;
+  /** The value of the request `answer(key, accepts)` would pair with. */
+  pending(key: K, accepts?: (value: V | undefined) => boolean): V | undefined {
+    return this.#pick(key, accepts)?.entry.value;
   }
 
-  /** Requests whose answer is optional still kept for pairing. */
+  /** Optional-answer requests still kept for pairing. */
   get optionalPending(): number {
     return this.#optional.length;
+  }
+
+  #pick(
+    key: K,
+    accepts: ((value: V | undefined) => boolean) | undefined,
+  ): { kind: 'queued' | 'optional'; entry: RequestEntry<K, V>; index: number } | undefined {
+    const queued = this.#find(key);
+    if (queued !== undefined && (accepts === undefined || accepts(queued.value)))
+      return { kind: 'queued', entry: queued, index: -1 };
+    const index = this.#optional.findIndex(
+      (e) => e.key === key && (accepts === undefined || accepts(e.value)),
+    );
+    const optional = this.#optional[index];
+    if (optional !== undefined) return { kind: 'optional', entry: optional, index };
+    // A waiting request that does not accept the answer still pairs: the caller treats the mismatch as the
+    // two ends disagreeing on the stream, as before optional requests existed.
+    return queued === undefined ? undefined : { kind: 'queued', entry: queued, index: -1 };
   }
 
   /** The earliest deadline of an unanswered request, or undefined when none has one. */

@@ -503,7 +503,7 @@ describe('ModbusInspector (pure)', () => {
     it('are paired when the device does answer them (a TCP device addressed as unit 0)', () => {
       const insp = new ModbusInspector(context({ modbus: BROADCAST_SPEC }));
       const broadcast = writeRegister(7, 100, 7, 0);
-      insp.onClientData(broadcast);
+      expect(insp.onClientData(broadcast)).toEqual([{ action: 'forward', bytes: broadcast }]);
       expect(insp.onServerData(broadcast)).toEqual([{ action: 'forward', bytes: broadcast }]);
       // Answered once: a second copy is unsolicited.
       expect(insp.onServerData(broadcast)).toMatchObject([
@@ -519,18 +519,66 @@ describe('ModbusInspector (pure)', () => {
       expect(insp.onServerData(answer)).toEqual([{ action: 'forward', bytes: answer }]);
     });
 
-    it('never fill the outstanding limit, however often a master broadcasts', () => {
-      const insp = new ModbusInspector(context({ modbus: BROADCAST_SPEC }));
-      for (let tx = 1; tx <= 40; tx++) {
-        const b = writeRegister(tx, 100, 7, 0);
+    it('hold an outstanding slot only briefly, so a master broadcasting often is not cut', () => {
+      let now = 0;
+      const insp = new ModbusInspector({
+        ...context({ modbus: BROADCAST_SPEC }),
+        limits: { maxOutstandingRequests: 4, requestTimeoutMs: 10_000 },
+        now: () => now,
+      });
+      // Four broadcasts a second (the limit) for 4 s: each is forgotten a second after it was sent.
+      for (let i = 0; i < 16; i++) {
+        now = i * 250;
+        insp.onTimer(now);
+        const b = writeRegister(i, 100, 7, 0);
         expect(insp.onClientData(b)).toEqual([{ action: 'forward', bytes: b }]);
       }
-      // Polls still fit (limit 4), and the oldest broadcasts were forgotten to keep memory bounded.
-      expect(insp.onClientData(readHolding(100, 0, 1))).toMatchObject([{ action: 'forward' }]);
-      expect(insp.onServerData(writeRegister(1, 100, 7, 0))).toMatchObject([
+      // A flood (the limit within one second) is cut like any other.
+      const flood = Buffer.concat([0, 1, 2, 3, 4].map((i) => writeRegister(100 + i, 100, 7, 0)));
+      expect(insp.onClientData(flood).at(-1)).toMatchObject({
+        action: 'close',
+        event: { reason: 'too-many-outstanding-requests' },
+      });
+    });
+
+    it('pair by unit: a TCP device answering the broadcast first, with the poll on the same transaction id', () => {
+      const insp = new ModbusInspector(context({ modbus: BROADCAST_SPEC }));
+      const broadcast = writeRegister(0, 100, 7, 0);
+      insp.onClientData(broadcast);
+      insp.onClientData(readHolding(0, 0, 1));
+      expect(insp.onServerData(broadcast)).toEqual([{ action: 'forward', bytes: broadcast }]);
+      const answer = encodeAdu(0, 1, [3, 2, 0, 0]);
+      expect(insp.onServerData(answer)).toEqual([{ action: 'forward', bytes: answer }]);
+    });
+
+    it('never pair a broadcast with an answer for another unit: a duplicate answer is unsolicited', () => {
+      const insp = new ModbusInspector(context({ modbus: BROADCAST_SPEC }));
+      insp.onClientData(readHolding(0, 0, 1));
+      const answer = encodeAdu(0, 1, [3, 2, 0, 0]);
+      expect(insp.onServerData(answer)).toEqual([{ action: 'forward', bytes: answer }]);
+      insp.onClientData(writeRegister(0, 100, 7, 0));
+      expect(insp.onServerData(answer)).toMatchObject([
         { action: 'drop', event: { reason: 'modbus.unsolicited' } },
       ]);
-      expect(insp.onServerData(writeRegister(40, 100, 7, 0))).toMatchObject([{ action: 'forward' }]);
+    });
+
+    it('a refused broadcast is logged and not answered, not even with an exception', () => {
+      const insp = new ModbusInspector(context({ modbus: BROADCAST_SPEC }));
+      expect(insp.onClientData(writeRegister(3, 500, 7, 0))).toMatchObject([
+        {
+          action: 'log',
+          event: {
+            reason: 'modbus.illegal-data-address',
+            verdict: 'refuse',
+            detail: { unit: 0, why: expect.stringContaining('broadcast: not answered') },
+          },
+        },
+      ]);
+      // Unit 0 not allowed at all: still no answer.
+      const strict = new ModbusInspector(context());
+      expect(strict.onClientData(writeRegister(4, 100, 7, 0))).toMatchObject([
+        { action: 'log', event: { reason: 'modbus.unit-not-allowed' } },
+      ]);
     });
 
     it('a read from unit 0 still waits for its answer (only writes can be broadcast)', () => {

@@ -11,7 +11,9 @@
  *   right after the answer that unblocks it, or when that request times out (`requestTimeoutMs`: a device
  *   that loses an answer must not freeze the connection). See core/inspector.ts, "Reply ordering".
  * - Writes to unit 0 may be broadcasts (answerOptional in response.ts): forwarded and paired if answered, but
- *   they hold no refusal and no outstanding slot, and go silently when no answer comes.
+ *   they hold no refusal and go silently when no answer comes. Refused ones are logged and not answered: a
+ *   broadcast is never answered, not even with an exception, and a master that does not wait for one would
+ *   take a stray exception as the answer to its next request.
  * - A request that is well framed but asks for something no device can do (a quantity outside the
  *   function's range, an address range past 65535, a coil value other than 0/0xFF00, bad diagnostics data)
  *   is answered like a device would (MB §7: exception 03, or 02 for the address overflow) and the
@@ -45,7 +47,7 @@ import { buildException } from './exception.ts';
 import { exceptionName } from './functions.ts';
 import { ModbusStreamDecoder } from './mbap.ts';
 import { parseRequestAdu } from './pdu.ts';
-import { parseResponseAdu, TransactionTracker } from './response.ts';
+import { answerOptional, parseResponseAdu, TransactionTracker } from './response.ts';
 import type { Adu, Invalid, ModbusRequest } from './types.ts';
 
 /** Stable event reasons of this filter (the blocked-traffic log's `reason`). */
@@ -212,6 +214,18 @@ export class ModbusInspector implements ConnectionInspector {
         req = unparsedRequest(adu);
         decision = { verdict: 'refuse', exceptionCode: code, reason: bad.reason };
       }
+      if (decision.verdict === 'refuse' && answerOptional(req)) {
+        out.push({
+          action: 'log',
+          event: refusalEvent(
+            req,
+            'refuse',
+            decision.exceptionCode,
+            `${decision.reason} (broadcast: not answered)`,
+          ),
+        });
+        continue;
+      }
       if (decision.verdict === 'refuse') {
         const answer = buildException(req.transactionId, req.unitId, req.function, decision.exceptionCode);
         const r = this.#tracker.submit(req, answer, this.#now());
@@ -243,7 +257,7 @@ export class ModbusInspector implements ConnectionInspector {
         return this.#close(out, malformedEvent(MODBUS_EVENT_REASONS.malformedResponse, item));
       }
       const adu = item.frame;
-      const req = this.#tracker.pending(adu.transactionId);
+      const req = this.#tracker.pending(adu.transactionId, adu.unitId);
       if (req === undefined) {
         out.push({
           action: 'drop',
@@ -264,7 +278,7 @@ export class ModbusInspector implements ConnectionInspector {
       if (parsed.kind !== 'frame') {
         return this.#close(out, malformedEvent(MODBUS_EVENT_REASONS.badResponse, asInvalid(parsed), adu));
       }
-      const m = this.#tracker.respond(adu.transactionId);
+      const m = this.#tracker.respond(adu.transactionId, adu.unitId);
       // The device's answer goes out now, then the refusals it unblocked. (`pending` found the request a
       // moment ago, so this pairs; the check keeps the types honest.)
       out.forward(adu.bytes);

@@ -217,14 +217,23 @@ export function expectsResponse(req: ModbusRequest): boolean {
   return !(req.function === FC.DIAGNOSTICS && req.subFunction === 0x04);
 }
 
-/** The writes a serial line may broadcast (MB over Serial Line §2.1: broadcast requests are writes). */
+/**
+ * The writes a serial line broadcasts (MB over Serial Line §2.1: broadcast requests are writes; the Modicon
+ * reference guide PI-MBUS-300 lists broadcast for 05, 06, 15 and 16, not for 22 Mask Write).
+ */
 const BROADCAST_WRITES: ReadonlySet<number> = new Set([
   FC.WRITE_SINGLE_COIL,
   FC.WRITE_SINGLE_REGISTER,
   FC.WRITE_MULTIPLE_COILS,
   FC.WRITE_MULTIPLE_REGISTERS,
-  FC.MASK_WRITE_REGISTER,
 ]);
+
+/**
+ * How long a broadcast write is kept for pairing a possible answer. A TCP device answers in milliseconds; a
+ * serial line allows 100–200 ms of turnaround after a broadcast (MB over Serial Line §2.1). Short, because
+ * each one holds an outstanding slot: a master broadcasting several times a second must not fill them.
+ */
+export const BROADCAST_ANSWER_MS = 1000;
 
 /**
  * A write to unit 0 may or may not be answered. Unit 0 is the serial line's broadcast address (Modbus over
@@ -247,6 +256,11 @@ export interface ExpiredRequests {
   expired: ModbusRequest[];
   /** Refusals that were queued behind them and may now go to the client, in order. */
   release: Buffer[];
+}
+
+/** The pairing check of `pending`/`respond`: a response pairs with a request of its unit (any, if not given). */
+function sameUnit(unitId: number | undefined): ((r: ModbusRequest | undefined) => boolean) | undefined {
+  return unitId === undefined ? undefined : (r) => r?.unitId === unitId;
 }
 
 const UNSOLICITED: ResponseMatch = Object.freeze({
@@ -280,25 +294,26 @@ export class TransactionTracker {
     this.#orderer = new ResponseOrderer(maxOutstanding);
   }
 
-  /** Entries held: requests at the device plus refusals queued behind them. */
+  /** Entries held: requests at the device (broadcast writes included) plus refusals queued behind them. */
   get size(): number {
-    return this.#orderer.outstanding + this.#orderer.queuedReplies;
+    return this.#orderer.outstanding + this.#orderer.optionalPending + this.#orderer.queuedReplies;
   }
 
   /**
    * Records a request at time `now` (epoch ms). `localAnswer` is the refusal ADU when the gateway answers it
    * itself, null when it is forwarded to the device. Returns the refusal when it may go to the client now.
    * A forwarded request that gets no response (see `expectsResponse`) is not tracked; one whose answer is
-   * optional (`answerOptional`, broadcast writes) is kept for pairing only: it holds no refusal, counts
-   * against no limit and is forgotten silently when its time is up.
+   * optional (`answerOptional`, broadcast writes) holds a slot for BROADCAST_ANSWER_MS at most, holds no
+   * refusal, and is forgotten silently when its time is up.
    */
   submit(request: ModbusRequest, localAnswer: Buffer | null, now = 0): SubmitResult {
     if (localAnswer === null && !expectsResponse(request)) return { kind: 'ok', release: [] };
+    if (this.size >= this.maxOutstanding) return { kind: 'full' };
     if (localAnswer === null && answerOptional(request)) {
-      this.#orderer.request(request.transactionId, request, now + this.timeoutMs, { optional: true });
+      const deadline = now + Math.min(this.timeoutMs, BROADCAST_ANSWER_MS);
+      this.#orderer.request(request.transactionId, request, deadline, { optional: true });
       return { kind: 'ok', release: [] };
     }
-    if (this.size >= this.maxOutstanding) return { kind: 'full' };
     if (localAnswer !== null) {
       const send = this.#orderer.reply(localAnswer);
       return { kind: 'ok', release: send === undefined ? [] : [send] };
@@ -307,9 +322,13 @@ export class TransactionTracker {
     return { kind: 'ok', release: [] };
   }
 
-  /** The oldest forwarded request still waiting for a response with this transaction id. */
-  pending(transactionId: number): ModbusRequest | undefined {
-    return this.#orderer.pending(transactionId);
+  /**
+   * The forwarded request a response with this transaction id and unit id pairs with: the oldest one waiting
+   * for its answer, unless that one is for another unit and a broadcast write is the one answered (a master
+   * reusing one transaction id for broadcasts and polls, talking to a TCP device that answers unit 0).
+   */
+  pending(transactionId: number, unitId?: number): ModbusRequest | undefined {
+    return this.#orderer.pending(transactionId, sameUnit(unitId));
   }
 
   /**
@@ -317,8 +336,8 @@ export class TransactionTracker {
    * Unknown transaction id → `unsolicited` (drop and log). The response itself goes to the client at once;
    * `release` is the refusals it unblocked, to send right after it.
    */
-  respond(transactionId: number): ResponseMatch {
-    const r = this.#orderer.answer(transactionId);
+  respond(transactionId: number, unitId?: number): ResponseMatch {
+    const r = this.#orderer.answer(transactionId, sameUnit(unitId));
     if (!r.matched || r.value === undefined) return UNSOLICITED;
     return { kind: 'paired', request: r.value, release: r.release };
   }

@@ -24,8 +24,9 @@ const STEPS = 120;
 const MAX_OUTSTANDING = 4;
 const TIMEOUT_MS = 1000;
 
+/** Unit 0 too: broadcast writes (forwarded without waiting for an answer, never answered when refused). */
 const SPEC: ModbusSpec = {
-  unitIds: [1],
+  unitIds: [0, 1],
   rules: [
     { functions: [3, 4], addresses: [{ start: 0, end: 999 }] },
     { functions: [6], addresses: [{ start: 100, end: 109 }], values: { start: 0, end: 100 } },
@@ -78,7 +79,7 @@ describe('stream fuzz: ModbusInspector and TransactionTracker', () => {
   it(`${CONNECTIONS} random connections never break the filter's guarantees`, () => {
     const rnd = prng(SEED);
     const scratch = Buffer.alloc(600);
-    const totals = { forwarded: 0, answered: 0, exceptions: 0, closed: 0, timeouts: 0 };
+    const totals = { forwarded: 0, answered: 0, exceptions: 0, closed: 0, timeouts: 0, broadcasts: 0 };
     for (let conn = 0; conn < CONNECTIONS; conn++) {
       let now = 0;
       const mode = conn % 5 === 4 ? 'monitor' : 'enforce';
@@ -104,6 +105,8 @@ describe('stream fuzz: ModbusInspector and TransactionTracker', () => {
         for (const a of adus) {
           const fn = a[7] ?? 0;
           if (deviceSent.includes(a)) totals.answered++;
+          else if (a[6] === 0 && [5, 6, 15, 16].includes(fn & 0x7f))
+            throw new Error(`${where(step)}: the gateway answered a broadcast: ${a.toString('hex')}`);
           else if (fn >= 0x80 && clientTx.has(a.readUInt16BE(0))) totals.exceptions++;
           else throw new Error(`${where(step)}: client got bytes nobody sent: ${a.toString('hex')}`);
         }
@@ -129,7 +132,8 @@ describe('stream fuzz: ModbusInspector and TransactionTracker', () => {
             const pdu = PDUS[(rnd() >>> 3) % PDUS.length] ?? [];
             tx = (tx + 1) & 0xffff;
             clientTx.add(tx);
-            const adu = encodeAdu(tx, rnd() % 16 === 0 ? 2 : 1, pdu);
+            const u = rnd() % 16;
+            const adu = encodeAdu(tx, u === 0 ? 2 : u <= 2 ? 0 : 1, pdu);
             if (rnd() % 20 === 0) {
               const len = mutateInto(scratch, adu, rnd, MUTATOR);
               const bad = Buffer.from(scratch.subarray(0, len));
@@ -158,6 +162,7 @@ describe('stream fuzz: ModbusInspector and TransactionTracker', () => {
                 }
                 atDevice.push(adu);
                 totals.forwarded++;
+                if (adu[6] === 0 && [5, 6, 15, 16].includes(adu[7] ?? 0)) totals.broadcasts++;
               }
             } else if (x.action === 'reply') checkClientBound(frames(toClient, x.bytes), step);
           }
@@ -210,5 +215,6 @@ describe('stream fuzz: ModbusInspector and TransactionTracker', () => {
     expect(totals.exceptions).toBeGreaterThan(400);
     expect(totals.closed).toBeGreaterThan(20);
     expect(totals.timeouts).toBeGreaterThan(15);
+    expect(totals.broadcasts).toBeGreaterThan(20);
   });
 });
