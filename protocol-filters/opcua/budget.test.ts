@@ -2,20 +2,15 @@ import { describe, it, expect } from 'vitest';
 import { ReadRequest } from 'node-opcua-types';
 import type { ClientVerdict, ConnectionInspector, InspectorFactory } from '../core/inspector.ts';
 import type { ProxyPlanEntry } from '../../policies/types.ts';
+import { planEntry } from '../core/test-helpers.ts';
 import { BudgetAccount, ReassemblyBudget, sharedReassemblyBudget } from './budget.ts';
 import { ack, encodeBody, hello, msgChunk, msgChunks, openRequest, openResponse } from './frames.ts';
 import { OpcuaInspector, createOpcuaInspectorFactory, type OpcuaInspectorOptions } from './inspector.ts';
 import { MessageAssembler } from './reassembly.ts';
 import { OpcuaChunkDecoder } from './stream.ts';
 
-const ENTRY: ProxyPlanEntry = {
-  conduit: 'c',
-  flow: 'ua',
+const ENTRY: ProxyPlanEntry = planEntry(4840, {
   protocol: 'opcua',
-  mode: 'enforce',
-  listenPort: 20000,
-  upstream: { address: '10.0.0.2', port: 4840, family: 4 },
-  sources: ['10.0.0.1/32'],
   opcua: {
     securityModes: ['None'],
     securityPolicies: ['None'],
@@ -25,7 +20,7 @@ const ENTRY: ProxyPlanEntry = {
     anonymous: true,
     certificates: [],
   },
-};
+});
 
 function connect(f: InspectorFactory, port = 50000): OpcuaInspector {
   const i = f.create({

@@ -6,6 +6,7 @@
  */
 import { describe, it, expect } from 'vitest';
 import { getGc, heapReport, mutateInto, prng, type MutatorOptions } from '../core/fuzz.ts';
+import { planEntry } from '../core/test-helpers.ts';
 import {
   ActivateSessionRequest,
   AnonymousIdentityToken,
@@ -128,16 +129,7 @@ const SPEC: OpcuaSpec = {
   certificates: [],
 };
 
-const ENTRY: ProxyPlanEntry = {
-  conduit: 'c',
-  flow: 'ua',
-  protocol: 'opcua',
-  mode: 'enforce',
-  listenPort: 20000,
-  upstream: { address: '10.0.0.2', port: 4840, family: 4 },
-  sources: ['10.0.0.1/32'],
-  opcua: SPEC,
-};
+const ENTRY: ProxyPlanEntry = planEntry(4840, { protocol: 'opcua', opcua: SPEC });
 
 /** Seed frames of every kind the filter parses. */
 const FRAMES: Buffer[] = [

@@ -14,7 +14,8 @@ import {
   WriteRequest,
 } from 'node-opcua-types';
 import type { ClientVerdict, FilterEvent, ServerVerdict } from '../core/inspector.ts';
-import type { ConduitMode, OpcuaSpec, ProxyPlanEntry } from '../../policies/types.ts';
+import { planEntry } from '../core/test-helpers.ts';
+import type { ConduitMode, OpcuaSpec } from '../../policies/types.ts';
 import { STATUS } from './constants.ts';
 import {
   ack,
@@ -58,16 +59,7 @@ function inspector(
   options: OpcuaInspectorOptions = {},
   maxOutstandingRequests = 16,
 ): OpcuaInspector {
-  const entry: ProxyPlanEntry = {
-    conduit: 'c',
-    flow: 'ua',
-    protocol: 'opcua',
-    mode,
-    listenPort: 20000,
-    upstream: { address: '10.0.0.2', port: 4840, family: 4 },
-    sources: ['10.0.0.1/32'],
-    opcua: s,
-  };
+  const entry = planEntry(4840, { protocol: 'opcua', mode, opcua: s });
   return new OpcuaInspector(
     { entry, client: { address: '10.0.0.1', port: 50000 }, limits: { maxOutstandingRequests } },
     options,
@@ -403,15 +395,8 @@ describe('OpcuaInspector: None channel services and sequence rewriting', () => {
 
   it("takes the flow's own messageTimeoutMs from the plan entry's limits", () => {
     let now = 0;
-    const entry: ProxyPlanEntry & { limits: { messageTimeoutMs: number } } = {
-      conduit: 'c',
-      flow: 'ua',
-      protocol: 'opcua',
-      mode: 'enforce',
-      listenPort: 20000,
-      upstream: { address: '10.0.0.2', port: 4840, family: 4 },
-      sources: ['10.0.0.1/32'],
-      opcua: spec(),
+    const entry = {
+      ...planEntry(4840, { protocol: 'opcua', opcua: spec() }),
       limits: { messageTimeoutMs: 100 },
     };
     const i = new OpcuaInspector(
