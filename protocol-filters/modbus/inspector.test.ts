@@ -424,6 +424,15 @@ function context(over: Partial<ProxyPlanEntry> = {}): InspectorContext {
   };
 }
 
+/** An inspector whose clock the test moves (`clock.now`), with a request timeout. */
+function timed(spec: ModbusSpec, requestTimeoutMs: number, clock: { now: number }): ModbusInspector {
+  return new ModbusInspector({
+    ...context({ modbus: spec }),
+    limits: { maxOutstandingRequests: 4, requestTimeoutMs },
+    now: () => clock.now,
+  });
+}
+
 describe('ModbusInspector (pure)', () => {
   it('reassembles a request sent byte by byte and reports the partial message meanwhile', () => {
     const insp = new ModbusInspector(context());
@@ -452,19 +461,15 @@ describe('ModbusInspector (pure)', () => {
   });
 
   it('gives up on an unanswered request at its deadline and releases the refusal queued behind it', () => {
-    let now = 1000;
-    const insp = new ModbusInspector({
-      ...context(),
-      limits: { maxOutstandingRequests: 4, requestTimeoutMs: 500 },
-      now: () => now,
-    });
+    const clock = { now: 1000 };
+    const insp = timed(SPEC, 500, clock);
     insp.onClientData(readHolding(1, 0, 1));
     expect(insp.onClientData(writeRegister(2, 500, 1))).toMatchObject([{ action: 'log' }]);
     expect(insp.nextDeadline()).toBe(1500);
-    now = 1499;
-    expect(insp.onTimer(now)).toEqual([]);
-    now = 1500;
-    const out = insp.onTimer(now);
+    clock.now = 1499;
+    expect(insp.onTimer(clock.now)).toEqual([]);
+    clock.now = 1500;
+    const out = insp.onTimer(clock.now);
     expect(out).toMatchObject([
       { action: 'log', event: { reason: 'modbus.request-timeout', detail: { transactionId: 1 } } },
       { action: 'forward' },
@@ -482,12 +487,8 @@ describe('ModbusInspector (pure)', () => {
     const BROADCAST_SPEC: ModbusSpec = { ...SPEC, unitIds: [0, 1] };
 
     it('hold no refusal, and go without a timeout event when no answer comes', () => {
-      let now = 1000;
-      const insp = new ModbusInspector({
-        ...context({ modbus: BROADCAST_SPEC }),
-        limits: { maxOutstandingRequests: 4, requestTimeoutMs: 500 },
-        now: () => now,
-      });
+      const clock = { now: 1000 };
+      const insp = timed(BROADCAST_SPEC, 500, clock);
       const broadcast = writeRegister(1, 100, 7, 0);
       expect(insp.onClientData(broadcast)).toEqual([{ action: 'forward', bytes: broadcast }]);
       // The master does not wait for an answer to a broadcast: its next (refused) request is answered at once.
@@ -495,8 +496,8 @@ describe('ModbusInspector (pure)', () => {
       expect(out).toMatchObject([{ action: 'reply', event: { reason: 'modbus.illegal-data-address' } }]);
       expect(head((out[0] as { bytes: Buffer }).bytes)).toEqual([2, 1, 0x86, 0x02]);
       expect(insp.nextDeadline()).toBe(1500);
-      now = 1500;
-      expect(insp.onTimer(now)).toEqual([]);
+      clock.now = 1500;
+      expect(insp.onTimer(clock.now)).toEqual([]);
       expect(insp.nextDeadline()).toBeUndefined();
     });
 
@@ -520,16 +521,12 @@ describe('ModbusInspector (pure)', () => {
     });
 
     it('hold an outstanding slot only briefly, so a master broadcasting often is not cut', () => {
-      let now = 0;
-      const insp = new ModbusInspector({
-        ...context({ modbus: BROADCAST_SPEC }),
-        limits: { maxOutstandingRequests: 4, requestTimeoutMs: 10_000 },
-        now: () => now,
-      });
+      const clock = { now: 0 };
+      const insp = timed(BROADCAST_SPEC, 10_000, clock);
       // Four broadcasts a second (the limit) for 4 s: each is forgotten a second after it was sent.
       for (let i = 0; i < 16; i++) {
-        now = i * 250;
-        insp.onTimer(now);
+        clock.now = i * 250;
+        insp.onTimer(clock.now);
         const b = writeRegister(i, 100, 7, 0);
         expect(insp.onClientData(b)).toEqual([{ action: 'forward', bytes: b }]);
       }
@@ -582,16 +579,12 @@ describe('ModbusInspector (pure)', () => {
     });
 
     it('a read from unit 0 still waits for its answer (only writes can be broadcast)', () => {
-      let now = 0;
-      const insp = new ModbusInspector({
-        ...context({ modbus: BROADCAST_SPEC }),
-        limits: { maxOutstandingRequests: 4, requestTimeoutMs: 500 },
-        now: () => now,
-      });
+      const clock = { now: 0 };
+      const insp = timed(BROADCAST_SPEC, 500, clock);
       insp.onClientData(readHolding(1, 0, 1, 0));
       expect(insp.onClientData(writeRegister(2, 500, 1))).toMatchObject([{ action: 'log' }]);
-      now = 500;
-      expect(insp.onTimer(now)).toMatchObject([
+      clock.now = 500;
+      expect(insp.onTimer(clock.now)).toMatchObject([
         { action: 'log', event: { reason: 'modbus.request-timeout' } },
         { action: 'forward' },
       ]);
