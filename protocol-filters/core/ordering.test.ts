@@ -42,11 +42,10 @@ describe('ResponseOrderer', () => {
     expect(o.answer(9)).toEqual({ matched: false, release: [] });
     o.request(7);
     o.request(7);
-    expect(o.has(7)).toBe(true);
     expect(o.answer(7).matched).toBe(true);
     expect(o.answer(7).matched).toBe(true);
     expect(o.answer(7).matched).toBe(false);
-    expect(o.has(7)).toBe(false);
+    expect(o.pending(7)).toBeUndefined();
   });
 
   it('enforces the outstanding limit, and counts queued replies against it', () => {
@@ -57,15 +56,16 @@ describe('ResponseOrderer', () => {
     expect(o.outstanding).toBe(2);
     o.answer(2);
     o.reply(b('a'));
-    expect(o.withinLimit()).toBe(true);
+    expect(o.size).toBe(2);
     o.reply(b('b'));
-    expect(o.withinLimit()).toBe(false);
+    expect(o.size).toBe(3);
   });
+
   it('an optional-answer request holds no reply, pairs if answered, expires silently and takes a slot', () => {
     const o = new ResponseOrderer<number, string>(2);
     expect(o.request(1, 'broadcast', 100, { optional: true })).toBe(true);
     expect(o.outstanding).toBe(0);
-    expect(o.optionalPending).toBe(1);
+    expect(o.size).toBe(1);
     const refusal = Buffer.from('refused');
     expect(o.reply(refusal)).toBe(refusal);
     expect(o.answer(1)).toEqual({ matched: true, value: 'broadcast', release: [] });
@@ -74,14 +74,14 @@ describe('ResponseOrderer', () => {
     o.request(2, 'b2', 100, { optional: true });
     expect(o.nextDeadline()).toBe(100);
     expect(o.expire(100)).toEqual({ expired: [], release: [] });
-    expect(o.has(2)).toBe(false);
+    expect(o.size).toBe(0);
 
     expect(o.request(10, 'b10', Infinity, { optional: true })).toBe(true);
     expect(o.request(11, 'poll')).toBe(true);
     // Limit 2: optional and waiting requests share it.
     expect(o.request(12, 'b12', Infinity, { optional: true })).toBe(false);
     expect(o.request(13, 'poll2')).toBe(false);
-    expect(o.withinLimit()).toBe(true);
+    expect(o.size).toBe(2);
   });
 
   it('pairs a key with a waiting request before an optional one, unless only the optional one accepts it', () => {
@@ -96,7 +96,7 @@ describe('ResponseOrderer', () => {
     expect(o.answer(0, isBroadcast)).toMatchObject({ matched: true, value: 'poll' });
     // …but an optional one that does not accept never does.
     o.request(5, 'other', Infinity, { optional: true });
-    expect(o.has(5, isBroadcast)).toBe(false);
+    expect(o.pending(5, isBroadcast)).toBeUndefined();
     expect(o.answer(5, isBroadcast).matched).toBe(false);
   });
 });

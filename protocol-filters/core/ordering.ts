@@ -97,19 +97,13 @@ export class ResponseOrderer<K, V = undefined> {
   /**
    * A gateway answer to a refused request. Returns the bytes when they may be sent now (nothing earlier is
    * pending), or undefined when they were queued and will come out of a later `answer()` or `expire()`.
-   * Queued replies count against the same limit as requests (see `withinLimit`) — otherwise a client could
-   * grow the queue without bound by sending refused requests behind one request the device never answers.
+   * Queued replies count in `size`, against the same limit as requests.
    */
   reply(bytes: Buffer): Buffer | undefined {
     if (this.#queue.length === 0) return bytes;
     this.#queue.push({ kind: 'reply', bytes });
     this.#queuedReplies++;
     return undefined;
-  }
-
-  /** True when neither requests nor queued replies exceed the limit. */
-  withinLimit(): boolean {
-    return this.#outstanding + this.#optional.length + this.#queuedReplies <= this.#maxOutstanding;
   }
 
   /**
@@ -131,19 +125,18 @@ export class ResponseOrderer<K, V = undefined> {
     return { matched: true, value: picked.entry.value, release: this.#drain() };
   }
 
-  /** Whether `answer(key, accepts)` would pair (for pairing checks before parsing further). */
-  has(key: K, accepts?: (value: V | undefined) => boolean): boolean {
-    return this.#pick(key, accepts) !== undefined;
-  }
-
   /** The value of the request `answer(key, accepts)` would pair with. */
   pending(key: K, accepts?: (value: V | undefined) => boolean): V | undefined {
     return this.#pick(key, accepts)?.entry.value;
   }
 
-  /** Optional-answer requests still kept for pairing. */
-  get optionalPending(): number {
-    return this.#optional.length;
+  /**
+   * Everything held against the limit: requests at the device (optional-answer ones included) and replies
+   * queued behind them. The caller refuses new entries at the limit, so a client cannot grow the queue
+   * without bound by sending refused requests behind one request the device never answers.
+   */
+  get size(): number {
+    return this.#outstanding + this.#optional.length + this.#queuedReplies;
   }
 
   #pick(

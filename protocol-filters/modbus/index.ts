@@ -8,9 +8,9 @@
  *   refuse → `tracker.submit(req, buildException(req.transactionId, req.unitId, req.function, code))`,
  *   log `describeRequest(req)`; either way write `release` (in order) to the client. `full` → the
  *   outstanding-requests limit is hit.
- * - device → gateway: a second decoder; per frame `tracker.pending(txid)`: undefined → drop, log
- *   'unsolicited'; else `parseResponseAdu(adu, req)`: invalid → close; frame → `tracker.respond(txid,
- *   adu.bytes)` and write its `release` to the client.
+ * - device → gateway: a second decoder; per frame `tracker.pending(txid, unit)`: undefined → drop, log
+ *   'unsolicited'; else `parseResponseAdu(adu, req)`: invalid → close; frame → `tracker.respond(txid, unit)`,
+ *   write the answer, then its `release`, to the client.
  * Frames the decoder returns may view the pushed chunk: keep them only as long as that chunk is not reused.
  */
 export type {

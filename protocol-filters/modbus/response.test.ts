@@ -162,19 +162,19 @@ describe('TransactionTracker', () => {
     const t = new TransactionTracker(4);
     const a = req(readHolding, 7);
     expect(t.submit(a, null)).toEqual({ kind: 'ok', release: [] });
-    expect(t.pending(7)).toBe(a);
-    const m = t.respond(7);
+    expect(t.pending(7, 1)).toBe(a);
+    const m = t.respond(7, 1);
     expect(m).toEqual({ kind: 'paired', request: a, release: [] });
     expect(t.size).toBe(0);
   });
 
   it('an unknown transaction id is unsolicited: drop', () => {
     const t = new TransactionTracker(4);
-    expect(t.respond(9)).toEqual({ kind: 'unsolicited', verdict: 'drop', reason: 'unsolicited' });
+    expect(t.respond(9, 1)).toEqual({ kind: 'unsolicited', verdict: 'drop', reason: 'unsolicited' });
     t.submit(req(readHolding, 1), null);
-    t.respond(1);
+    t.respond(1, 1);
     // A second answer to the same request is unsolicited too.
-    expect(t.respond(1)).toMatchObject({ kind: 'unsolicited' });
+    expect(t.respond(1, 1)).toMatchObject({ kind: 'unsolicited' });
   });
 
   it('a refusal waits behind earlier requests still at the device; device answers are never held', () => {
@@ -184,8 +184,8 @@ describe('TransactionTracker', () => {
     expect(t.submit(req([6, ...u16(0), ...u16(1)], 2), refusal)).toEqual({ kind: 'ok', release: [] });
     t.submit(req(readHolding, 3), null);
     // The device answers 3 first: it goes out at once (the caller forwards it); the refusal still waits for 1.
-    expect(t.respond(3)).toMatchObject({ kind: 'paired', release: [] });
-    expect(t.respond(1)).toMatchObject({ kind: 'paired', release: [refusal] });
+    expect(t.respond(3, 1)).toMatchObject({ kind: 'paired', release: [] });
+    expect(t.respond(1, 1)).toMatchObject({ kind: 'paired', release: [refusal] });
     expect(t.size).toBe(0);
   });
 
@@ -197,14 +197,14 @@ describe('TransactionTracker', () => {
     t.submit(req([6, ...u16(0), ...u16(1)], 2), refusal, 10);
     t.submit(req(readHolding, 3), null, 20);
     // Request 3 is answered although 1 never is: paired at once, nothing held with it.
-    expect(t.respond(3)).toMatchObject({ kind: 'paired', release: [] });
+    expect(t.respond(3, 1)).toMatchObject({ kind: 'paired', release: [] });
     expect(t.nextDeadline()).toBe(1000);
     expect(t.expire(999)).toEqual({ expired: [], release: [] });
     expect(t.expire(1000)).toEqual({ expired: [lost], release: [refusal] });
     expect(t.size).toBe(0);
     expect(t.nextDeadline()).toBeUndefined();
     // The late answer is unsolicited now.
-    expect(t.respond(1)).toMatchObject({ kind: 'unsolicited' });
+    expect(t.respond(1, 1)).toMatchObject({ kind: 'unsolicited' });
   });
 
   it('a refusal with nothing outstanding goes out at once', () => {
@@ -220,7 +220,7 @@ describe('TransactionTracker', () => {
     expect(t.submit(req(readHolding, 2), null).kind).toBe('ok');
     expect(t.submit(req(readHolding, 3), null)).toEqual({ kind: 'full' });
     expect(t.submit(req(readHolding, 3), buildException(3, 1, 3, 1))).toEqual({ kind: 'full' });
-    t.respond(1);
+    t.respond(1, 1);
     expect(t.submit(req(readHolding, 3), null).kind).toBe('ok');
   });
 
@@ -230,8 +230,8 @@ describe('TransactionTracker', () => {
     const second = req(readCoils, 0);
     t.submit(first, null);
     t.submit(second, null);
-    expect(t.respond(0)).toMatchObject({ request: first });
-    expect(t.respond(0)).toMatchObject({ request: second });
+    expect(t.respond(0, 1)).toMatchObject({ request: first });
+    expect(t.respond(0, 1)).toMatchObject({ request: second });
   });
 
   it('Force Listen Only Mode gets no response (MB §6.8.1 04), so it is not tracked', () => {

@@ -258,11 +258,6 @@ export interface ExpiredRequests {
   release: Buffer[];
 }
 
-/** The pairing check of `pending`/`respond`: a response pairs with a request of its unit (any, if not given). */
-function sameUnit(unitId: number | undefined): ((r: ModbusRequest | undefined) => boolean) | undefined {
-  return unitId === undefined ? undefined : (r) => r?.unitId === unitId;
-}
-
 const UNSOLICITED: ResponseMatch = Object.freeze({
   kind: 'unsolicited',
   verdict: 'drop',
@@ -296,7 +291,7 @@ export class TransactionTracker {
 
   /** Entries held: requests at the device (broadcast writes included) plus refusals queued behind them. */
   get size(): number {
-    return this.#orderer.outstanding + this.#orderer.optionalPending + this.#orderer.queuedReplies;
+    return this.#orderer.size;
   }
 
   /**
@@ -327,8 +322,8 @@ export class TransactionTracker {
    * for its answer, unless that one is for another unit and a broadcast write is the one answered (a master
    * reusing one transaction id for broadcasts and polls, talking to a TCP device that answers unit 0).
    */
-  pending(transactionId: number, unitId?: number): ModbusRequest | undefined {
-    return this.#orderer.pending(transactionId, sameUnit(unitId));
+  pending(transactionId: number, unitId: number): ModbusRequest | undefined {
+    return this.#orderer.pending(transactionId, (r) => r?.unitId === unitId);
   }
 
   /**
@@ -336,8 +331,8 @@ export class TransactionTracker {
    * Unknown transaction id → `unsolicited` (drop and log). The response itself goes to the client at once;
    * `release` is the refusals it unblocked, to send right after it.
    */
-  respond(transactionId: number, unitId?: number): ResponseMatch {
-    const r = this.#orderer.answer(transactionId, sameUnit(unitId));
+  respond(transactionId: number, unitId: number): ResponseMatch {
+    const r = this.#orderer.answer(transactionId, (r) => r?.unitId === unitId);
     if (!r.matched || r.value === undefined) return UNSOLICITED;
     return { kind: 'paired', request: r.value, release: r.release };
   }
