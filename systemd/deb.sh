@@ -23,10 +23,10 @@ STAGE="$(mktemp -d)"
 trap 'rm -rf "$STAGE"' EXIT
 ROOT="$STAGE/root"
 
-# The package's paths, whatever the builder's environment says (a PREFIX exported for something else
-# would move the wrapper away from where the maintainer scripts expect it).
-DESTDIR="$ROOT" APPDIR=/opt/sluice PREFIX=/usr UNITDIR=/lib/systemd/system CONFDIR=/etc/sluice \
-  STATEDIR=/var/lib/sluice LOGDIR=/var/log/sluice bash "$SRC/systemd/install.sh" files
+# The package's paths are install.sh's defaults, whatever the builder's environment says (a PREFIX exported
+# for something else would move the wrapper away from where the maintainer scripts expect it).
+env -u APPDIR -u PREFIX -u UNITDIR -u CONFDIR -u STATEDIR -u LOGDIR DESTDIR="$ROOT" \
+  bash "$SRC/systemd/install.sh" files
 
 mkdir -p "$ROOT/DEBIAN"
 # The package's own list: dpkg keeps these on remove and asks before replacing one the installer changed.
